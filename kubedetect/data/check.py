@@ -1,0 +1,39 @@
+"""`kubedetect data check`: every annotation parsed and every image decoded, nothing written."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from tqdm import tqdm
+
+from kubedetect.config import DataConfig
+from kubedetect.data.prepare import PrepareSettings, prepare_many
+from kubedetect.data.report import ImageSummary, Report, summarize
+from kubedetect.data.scan import scan
+from kubedetect.parallel import ordered_map
+
+
+def check(root: str, config: DataConfig = DataConfig(), *, workers: int = 1, progress: bool = True) -> Report:
+    dataset = scan(root, config, progress=progress)
+    settings = PrepareSettings(
+        root=root, image_size=512, jpeg_quality=0, max_image_pixels=config.max_image_pixels, encode=False
+    )
+    problems = list(dataset.problems)
+    images = []
+    results = ordered_map(partial(prepare_many, settings=settings), dataset.records, workers=workers)
+    for prepared in tqdm(results, total=len(dataset.records), desc="images", unit="img", disable=not progress):
+        problems.extend(prepared.problems)
+        if prepared.ok:
+            images.append(summary_of(prepared))
+    return summarize(dataset.classes.names, images, problems)
+
+
+def summary_of(prepared) -> ImageSummary:
+    record = prepared.record
+    return ImageSummary(
+        key=record.key,
+        image=record.image,
+        sha256=prepared.sha256,
+        split=record.split,
+        class_ids=tuple(int(c) for c in prepared.class_ids),
+    )

@@ -1,0 +1,113 @@
+"""The per-image work done in worker processes: read, decode, check, resize, encode.
+
+Pillow and numpy only, so worker processes start in a fraction of a second and never import
+TensorFlow. Every defect is returned as a Problem; nothing here raises for bad data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from kubedetect import fs
+from kubedetect.data.report import Problem
+from kubedetect.data.scan import Record
+from kubedetect.errors import ImageError
+from kubedetect.images import decode_image, encode_jpeg, resize_rgb
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    root: str
+    image_size: int
+    jpeg_quality: int
+    max_image_pixels: int
+    encode: bool = True  # False: check only (data check), no resize or encode
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A record once its image has been read: usable (`jpeg`/boxes set) or not (`ok` False)."""
+
+    record: Record
+    ok: bool
+    problems: tuple[Problem, ...]
+    sha256: str = ""
+    width: int = 0  # the real (oriented) size of the source image
+    height: int = 0
+    boxes: np.ndarray | None = None  # float32 [N, 4]: xmin, ymin, xmax, ymax in [0, 1]
+    class_ids: np.ndarray | None = None  # int64 [N]
+    difficult: np.ndarray | None = None  # bool [N]
+    truncated: np.ndarray | None = None  # bool [N]
+    jpeg: bytes | None = None  # the resized image, image_size x image_size
+
+
+def prepare(record: Record, settings: PrepareSettings) -> Prepared:
+    source = record.image
+    try:
+        data = fs.read_bytes(fs.join(settings.root, record.image))
+    except OSError as exc:
+        return Prepared(record, False, (Problem(source, "bad_image", f"not readable ({exc}): skipped"),))
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        decoded = decode_image(
+            data, max_pixels=settings.max_image_pixels, draft_size=settings.image_size, source=source
+        )
+    except ImageError as exc:
+        detail = str(exc).removeprefix(f"{source}: ")
+        return Prepared(record, False, (Problem(source, "bad_image", f"{detail}: skipped"),), digest)
+
+    problems: list[Problem] = []
+    width, height = decoded.width, decoded.height
+    sx, sy = 1.0, 1.0
+    if record.declared_width and (record.declared_width, record.declared_height) != (width, height):
+        sx, sy = width / record.declared_width, height / record.declared_height
+        problems.append(
+            Problem(
+                record.key,
+                "size_mismatch",
+                f"<size> says {record.declared_width}x{record.declared_height}, the image is "
+                f"{width}x{height}: boxes rescaled",
+            )
+        )
+
+    kept = []
+    for i, box in enumerate(record.boxes):
+        x0, y0, x1, y1 = box.xmin * sx, box.ymin * sy, box.xmax * sx, box.ymax * sy
+        cx0, cy0 = min(max(x0, 0.0), width), min(max(y0, 0.0), height)
+        cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
+        if cx1 <= cx0 or cy1 <= cy0:
+            problems.append(
+                Problem(record.key, "degenerate_box", f"box {i} [{x0:g}, {y0:g}, {x1:g}, {y1:g}] lies outside the {width}x{height} image: dropped")
+            )
+            continue
+        if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):
+            problems.append(
+                Problem(record.key, "clipped_box", f"box {i} [{x0:g}, {y0:g}, {x1:g}, {y1:g}] exceeds the {width}x{height} image: clipped")
+            )
+        kept.append((cx0 / width, cy0 / height, cx1 / width, cy1 / height, box))
+
+    boxes = np.array([k[:4] for k in kept], dtype=np.float32).reshape(-1, 4)
+    jpeg = None
+    if settings.encode:
+        jpeg = encode_jpeg(resize_rgb(decoded.image, settings.image_size), settings.jpeg_quality)
+    return Prepared(
+        record=record,
+        ok=True,
+        problems=tuple(problems),
+        sha256=digest,
+        width=width,
+        height=height,
+        boxes=boxes,
+        class_ids=np.array([k[4].class_id for k in kept], dtype=np.int64),
+        difficult=np.array([k[4].difficult for k in kept], dtype=bool),
+        truncated=np.array([k[4].truncated for k in kept], dtype=bool),
+        jpeg=jpeg,
+    )
+
+
+def prepare_many(records: list[Record], settings: PrepareSettings) -> list[Prepared]:
+    """One task of the worker pool: a chunk of records, to amortise inter-process overhead."""
+    return [prepare(r, settings) for r in records]
