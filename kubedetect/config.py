@@ -134,3 +134,14 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def _show(value: Any) -> str:
     return ",".join(value) if isinstance(value, tuple) else str(value)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The detector's architecture (the input size comes from the shards' image size)."""
+
+    backbone: str = option("tiny", "'tiny' (from scratch, ~100k parameters) or 'mobilenetv2'.")
+    width: int = option(16, "Base channel width of the tiny backbone and of the neck.")
+    weights: str | None = option(
+        None, "mobilenetv2 only: 'imagenet' downloads pretrained weights (needs internet)."
+    )

@@ -1,0 +1,94 @@
+"""Running a TFLite model folder on the LiteRT interpreter: the one runtime of evaluation,
+quantization reports, benchmarks and serving.
+
+It reads `model.json`, refuses a model file whose sha256 does not match, feeds the input in the
+dtype the model expects (quantizing raw pixels for int8 models), dequantizes the outputs and
+hands them to the shared decode. No TensorFlow: LiteRT (ai-edge-litert) and numpy only.
+
+An interpreter is not thread-safe, and resizing its input re-plans its memory; a runtime keeps
+one interpreter per batch size it has seen and must be used from one thread at a time (serving
+gives each Gunicorn worker's batching thread its own).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kubedetect import fs
+from kubedetect.decode import Detections, decode_batch, dequantize
+from kubedetect.errors import KubedetectError
+from kubedetect.images import load_for_model
+from kubedetect.modelcard import ModelCard, TensorSpec
+
+
+class TFLiteDetector:
+    def __init__(self, model_dir: str, *, num_threads: int = 1, verify: bool = True):
+        from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415 - optional dependency
+
+        self.model_dir = model_dir
+        self.card = ModelCard.load(model_dir)
+        if self.card.kind != "tflite":
+            raise KubedetectError(f"{model_dir}: holds a {self.card.kind} model, not a TFLite one")
+        path = self.card.verify(model_dir) if verify else fs.join(model_dir, self.card.file)
+        self._model = fs.read_bytes(path)
+        self._make = lambda: Interpreter(model_content=self._model, num_threads=num_threads)
+        self._runners: dict[int, object] = {}
+        self.num_threads = num_threads
+        self.input_size = self.card.input_size
+        self.classes = self.card.classes
+
+    def _runner(self, batch: int):
+        runner = self._runners.get(batch)
+        if runner is None:
+            interpreter = self._make()
+            runner = interpreter.get_signature_runner()
+            self._input_name = next(iter(runner.get_input_details()))
+            # A first call at this batch size sizes the tensors once; later calls reuse them.
+            runner(**{self._input_name: np.zeros(self._input_shape(batch), self._input_dtype)})
+            self._runners[batch] = runner
+        return runner
+
+    @property
+    def _input_dtype(self) -> np.dtype:
+        return np.dtype(self.card.input.dtype)
+
+    def _input_shape(self, batch: int) -> tuple[int, int, int, int]:
+        return (batch, self.input_size, self.input_size, 3)
+
+    def quantize_input(self, pixels: np.ndarray) -> np.ndarray:
+        """Raw uint8 RGB pixels [B, S, S, 3] to the model's input tensor."""
+        spec: TensorSpec = self.card.input
+        if spec.scale:
+            info = np.iinfo(self._input_dtype)
+            q = np.round(pixels.astype(np.float32) / spec.scale) + spec.zero_point
+            return np.clip(q, info.min, info.max).astype(self._input_dtype)
+        return pixels.astype(self._input_dtype)
+
+    def raw_outputs(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """Run a batch and return the float (dequantized) output maps."""
+        if pixels.ndim != 4 or pixels.shape[1:] != (self.input_size, self.input_size, 3):
+            raise KubedetectError(
+                f"expected images of shape [B, {self.input_size}, {self.input_size}, 3], "
+                f"got {list(pixels.shape)}"
+            )
+        runner = self._runner(pixels.shape[0])
+        out = runner(**{self._input_name: self.quantize_input(pixels)})
+        return {
+            name: dequantize(out[spec.name], spec.scale, spec.zero_point)
+            for name, spec in self.card.outputs.items()
+        }
+
+    def predict(
+        self, pixels: np.ndarray, *, score_threshold: float | None = None, max_detections: int | None = None
+    ) -> list[Detections]:
+        """Detections for a batch of resized images (uint8 [B, S, S, 3])."""
+        return decode_batch(
+            self.raw_outputs(pixels),
+            score_threshold=self.card.decode["score_threshold"] if score_threshold is None else score_threshold,
+            max_detections=self.card.decode["max_detections"] if max_detections is None else max_detections,
+        )
+
+    def detect(self, image: bytes, *, max_pixels: int = 80_000_000, **kwargs) -> tuple[Detections, int, int]:
+        """One encoded image to detections, with its original width and height."""
+        pixels, width, height = load_for_model(image, size=self.input_size, max_pixels=max_pixels)
+        return self.predict(pixels[None], **kwargs)[0], width, height
