@@ -127,6 +127,28 @@ def from_args(cls: type, namespace: argparse.Namespace, **overrides: Any):
     return cls(**values)
 
 
+def to_argv(config: Any, *, all_fields: bool = False) -> list[str]:
+    """The flags that reproduce `config` (the inverse of add_arguments + from_args).
+
+    Used where one process starts another with the same settings: the local launcher's
+    workers, TFJob containers, pipeline steps. Fields at their default are left out unless
+    `all_fields`, so commands stay short and readable.
+    """
+    argv: list[str] = []
+    for f in dataclasses.fields(config):
+        if "help" not in f.metadata:
+            continue
+        value = getattr(config, f.name)
+        if not all_fields and value == f.default:
+            continue
+        flag = _flag(f)
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif value is not None:
+            argv += [flag, _show(value)]
+    return argv
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """A JSON-ready dict of a config (tuples become lists)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
