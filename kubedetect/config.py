@@ -167,3 +167,40 @@ class ModelConfig:
     weights: str | None = option(
         None, "mobilenetv2 only: 'imagenet' downloads pretrained weights (needs internet)."
     )
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where and how the pipeline's steps and TFJobs run on Kubernetes (ignored locally)."""
+
+    image: str = option(
+        "kubedetect-trainer:latest", "The trainer image: pipeline steps and TFJob workers."
+    )
+    namespace: str = option(
+        "kubeflow", "Namespace of TFJobs, the workspace PVC and the serving Deployment."
+    )
+    workspace_pvc: str = option(
+        "kubedetect-workspace", "PVC holding datasets, checkpoints and models (ReadWriteMany)."
+    )
+    workspace_mount: str = option("/workspace", "Where the workspace PVC is mounted.")
+    gpus_per_worker: int = option(0, "nvidia.com/gpu per TFJob worker (0: CPU training).")
+    worker_cpu: str = option("2", "CPU request per TFJob worker.")
+    worker_memory: str = option("8Gi", "Memory request and limit per TFJob worker.")
+    gpu_node_selector: str = option(
+        "nvidia.com/gpu.present=true", "key=value node selector for GPU workers and steps."
+    )
+    gpu_toleration: str = option(
+        "nvidia.com/gpu", "Taint key tolerated by GPU workers and steps (NoSchedule)."
+    )
+    image_pull_secret: str | None = option(None, "Secret for pulling the images, if private.")
+    trainer_service_account: str = option(
+        "kubedetect-trainer", "Service account of TFJob pods (they need no API access)."
+    )
+    serving_deployment: str = option(
+        "kubedetect-server", "The serving Deployment that deploy rolls to a new model."
+    )
+    job_backoff_limit: int = option(3, "TFJob runPolicy.backoffLimit: restarts before failing.")
+    job_ttl_seconds: int = option(
+        86400, "TFJob runPolicy.ttlSecondsAfterFinished: how long a finished job is kept."
+    )
+    job_timeout_seconds: int = option(6 * 3600, "How long the train step waits for the TFJob.")
