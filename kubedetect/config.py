@@ -149,6 +149,62 @@ def to_argv(config: Any, *, all_fields: bool = False) -> list[str]:
     return argv
 
 
+ENV_PREFIX = "KUBEDETECT_"
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable of a config field: `max_queue` is KUBEDETECT_MAX_QUEUE."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def env_argv(cls: type, environ: typing.Mapping[str, str] | None = None) -> list[str]:
+    """The flags that the KUBEDETECT_* environment variables stand for, for the config `cls`.
+
+    Containers are configured by environment and people by flags; reading the environment *as
+    flags* keeps one parser and one set of checks for both. Booleans take 1/0, true/false,
+    yes/no, on/off.
+    """
+    environ = os.environ if environ is None else environ
+    hints = typing.get_type_hints(cls)
+    argv: list[str] = []
+    for f in dataclasses.fields(cls):
+        name = env_name(f.name)
+        if "help" not in f.metadata or name not in environ:
+            continue
+        value, flag = environ[name].strip(), _flag(f)
+        if _base_type(hints[f.name])[0] is bool:
+            if value.lower() not in _TRUE | _FALSE:
+                raise ValueError(f"{name}={value!r}: expected true or false")
+            argv.append(flag if value.lower() in _TRUE else "--no-" + flag[2:])
+        else:
+            argv.append(f"{flag}={value}")
+    return argv
+
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def from_env(cls: type, environ: typing.Mapping[str, str] | None = None, *, argv: list[str] = ()):
+    """The config `cls` from KUBEDETECT_* variables, then `argv` flags (which win), then defaults."""
+    parser = argparse.ArgumentParser(prog=ENV_PREFIX + "*", exit_on_error=False, add_help=False)
+    add_arguments(parser, cls)
+    try:
+        namespace = parser.parse_args([*env_argv(cls, environ), *argv])
+    except argparse.ArgumentError as exc:
+        raise ValueError(f"{cls.__name__}: {exc}") from None
+    return from_args(cls, namespace)
+
+
+def to_env(config: Any) -> dict[str, str]:
+    """The KUBEDETECT_* variables that reproduce `config` (fields set to None are left out)."""
+    env = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if "help" in f.metadata and value is not None:
+            env[env_name(f.name)] = str(value).lower() if isinstance(value, bool) else _show(value)
+    return env
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """A JSON-ready dict of a config (tuples become lists)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
@@ -204,3 +260,49 @@ class ClusterConfig:
         86400, "TFJob runPolicy.ttlSecondsAfterFinished: how long a finished job is kept."
     )
     job_timeout_seconds: int = option(6 * 3600, "How long the train step waits for the TFJob.")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """The inference service: where it listens, how many processes, how requests are batched.
+
+    Every field is also read from a KUBEDETECT_* environment variable (`port` from
+    KUBEDETECT_PORT), which is how the container and gunicorn.conf.py are configured.
+    """
+
+    model_dir: str | None = option(None, "Model folder: a .tflite with its model.json.")
+    host: str = option("127.0.0.1", "Address to listen on ('0.0.0.0' inside a container).")
+    port: int = option(8080, "Port to listen on.")
+    workers: int = option(0, "Gunicorn worker processes. 0: the cores available.")
+    threads: int = option(4, "Request threads per worker; their images are batched together.")
+    model_name: str = option("detector", "The model's name in the KServe V1 and V2 routes.")
+    num_threads: int = option(1, "LiteRT interpreter threads per worker.")
+    max_batch_size: int = option(8, "Most images run through the interpreter at once.")
+    max_batch_delay_ms: float = option(
+        2.0, "Longest a batch waits for more images while other requests are being decoded."
+    )
+    max_queue: int = option(
+        32, "Images waiting for the interpreter, per worker; beyond it: 503 with Retry-After."
+    )
+    request_timeout: float = option(10.0, "Seconds a request may wait for its result (then 503).")
+    max_body_bytes: int = option(16 * 2**20, "Larger request bodies are refused (413).")
+    max_image_pixels: int = option(
+        40_000_000, "Larger images are refused as decompression bombs (width x height)."
+    )
+    score_threshold: float | None = option(
+        None, "Default lowest score returned. Default: the model card's."
+    )
+    max_detections: int | None = option(
+        None, "Default most detections per image. Default: the model card's."
+    )
+    warmup_runs: int = option(
+        1, "Warm-up inferences at each batch size before a worker reports ready."
+    )
+    graceful_timeout: float = option(
+        30.0, "Seconds in-flight requests get to finish after SIGTERM before workers are killed."
+    )
+    access_log: bool = option(True, "Log every request (JSON, to stdout).")
+    log_level: str = option("info", "debug, info, warning or error.")
+
+    def worker_count(self) -> int:
+        return self.workers if self.workers > 0 else available_cores()
