@@ -14,7 +14,7 @@ import os
 import sys
 
 from kubedetect import __version__
-from kubedetect.config import DataConfig, PreprocessConfig, add_arguments, from_args
+from kubedetect.config import DataConfig, PreprocessConfig, ServeConfig, add_arguments, from_args
 from kubedetect.errors import KubedetectError
 
 # ----------------------------------------------------------------------------------------------
@@ -83,6 +83,21 @@ def _print_manifest(manifest: dict, out_dir: str, report) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# serve
+# ----------------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from kubedetect.config import ServeConfig, from_env
+    from serving.run import serve  # Flask and Gunicorn only here: the core library knows neither
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig) if hasattr(args, f.name)}
+    return serve(dataclasses.replace(from_env(ServeConfig), **given))
+
+
+# ----------------------------------------------------------------------------------------------
 # the parser
 # ----------------------------------------------------------------------------------------------
 
@@ -127,6 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     merge = commands.add_parser("merge-shards", help="write dataset.json once every shard is done")
     merge.add_argument("out_dir", metavar="OUT_DIR")
     merge.set_defaults(handler=_merge_shards)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve a TFLite model folder over HTTP (Gunicorn): /v1/detect, KServe V1 and V2, a web page",
+        description="Flags override KUBEDETECT_* environment variables (KUBEDETECT_PORT, ...).",
+    )
+    serve.add_argument("model_dir", metavar="MODEL_DIR", nargs="?", default=argparse.SUPPRESS,
+                       help="folder with a .tflite and its model.json (or KUBEDETECT_MODEL_DIR)")
+    add_arguments(serve, ServeConfig, skip=("model_dir",))
+    serve.set_defaults(handler=_serve)
     return parser
 
 

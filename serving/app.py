@@ -1,0 +1,113 @@
+"""The application factory: `create_app(config)` builds one Flask app serving one model.
+
+As in Flask's tutorial, configuration is passed in, each protocol is a blueprint, and tests
+drive the app through `app.test_client()` as well as through a real Gunicorn. Every error leaves
+as JSON `{"error": ...}`: 4xx for the client's mistakes, 503 with Retry-After when the server is
+not ready or has no room, never a bare 500 for bad input.
+
+`start=False` builds the app without starting the batcher thread: Gunicorn's master loads the
+app (and checks the model's sha256) once before forking, and each worker starts its own batcher
+thread after the fork (gunicorn.conf.py), since threads do not survive fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from kubedetect.config import ServeConfig
+from serving import metrics
+from serving.errors import ServingError, Unavailable
+from serving.model import DetectorModel
+from serving.service import Service
+
+log = logging.getLogger("kubedetect.serving")
+
+
+def create_app(config: ServeConfig, *, start: bool = True) -> Flask:
+    if not config.model_dir:
+        raise ValueError("ServeConfig.model_dir is required (the folder with model.json)")
+    app = Flask(__name__, static_folder=None)
+    app.config.update(MAX_CONTENT_LENGTH=config.max_body_bytes, JSON_SORT_KEYS=False)
+    app.json.sort_keys = False
+    app.json.compact = True
+
+    model = DetectorModel(
+        config.model_name,
+        config.model_dir,
+        num_threads=config.num_threads,
+        max_image_pixels=config.max_image_pixels,
+        score_threshold=config.score_threshold,
+        max_detections=config.max_detections,
+    )
+    model.load()  # a missing, malformed or tampered model fails here, before serving anything
+    app.extensions["kubedetect"] = Service(config, model)
+
+    from serving.api import detect, kserve_v1, metrics_api, openapi, v2, web
+
+    for blueprint in (web.bp, detect.bp, kserve_v1.bp, v2.bp, metrics_api.bp, openapi.bp):
+        app.register_blueprint(blueprint)
+    _register_errors(app, config)
+    _register_request_metrics(app, config)
+    if start:
+        app.extensions["kubedetect"].batcher.start()
+    return app
+
+
+def start_worker(app: Flask) -> None:
+    """Start the model's batcher thread in this process (Gunicorn calls it in each worker)."""
+    app.extensions["kubedetect"].batcher.start()
+
+
+def _error(status: int, message: str, retry_after: int | None = None) -> Response:
+    response = jsonify({"error": message})
+    response.status_code = status
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def _register_errors(app: Flask, config: ServeConfig) -> None:
+    @app.errorhandler(ServingError)
+    def serving_error(exc: ServingError):
+        if isinstance(exc, Unavailable):
+            metrics.REJECTED.labels(type(exc).__name__).inc()
+        return _error(exc.status, exc.message, exc.retry_after)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc):
+        return _error(413, f"the request body is over the limit of {config.max_body_bytes} bytes")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        response = _error(exc.code or 500, exc.description or exc.name)
+        if exc.code == 405 and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error(500, f"internal server error ({type(exc).__name__})")
+
+
+def _register_request_metrics(app: Flask, config: ServeConfig) -> None:
+    @app.before_request
+    def started():
+        # Gunicorn's post_worker_init starts the batcher; this covers any other WSGI server.
+        app.extensions["kubedetect"].batcher.start()
+        g.started = time.perf_counter()
+        g.deadline = time.monotonic() + config.request_timeout
+
+    @app.after_request
+    def counted(response: Response) -> Response:
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        labels = (route, request.method, str(response.status_code))
+        metrics.REQUESTS.labels(*labels).inc()
+        metrics.REQUEST_SECONDS.labels(*labels).observe(elapsed)
+        response.headers["Server-Timing"] = f"app;dur={elapsed * 1000:.2f}"
+        return response

@@ -1,0 +1,219 @@
+"""Dynamic batching: the request threads of a worker share one interpreter thread.
+
+Each Gunicorn worker has `threads` request threads and one batcher thread that owns the
+LiteRT interpreters (which are not thread-safe). A request thread decodes its image, puts the
+pixels on a bounded queue and waits; the batcher takes what is queued, up to `max_batch_size`
+images, runs them as one batch and hands each request its own outputs.
+
+- Latency: the batcher waits for more images (at most `max_batch_delay_ms`) only while other
+  request threads are still decoding images that will join the queue; a lone request runs at
+  once instead of paying the delay.
+- Backpressure: the queue is bounded (`max_queue`). When it is full the request is refused at
+  once with 503 and Retry-After instead of the server's memory and latency growing without
+  bound; a load balancer then tries another replica.
+- Timeouts: every request waits at most until its deadline (503 after that); an image whose
+  request gave up is skipped, not computed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+from serving import metrics
+from serving.errors import NotReady, QueueFull, ServingError, TimedOut
+
+log = logging.getLogger("kubedetect.serving")
+
+
+class _Job:
+    __slots__ = ("pixels", "done", "result", "error", "abandoned")
+
+    def __init__(self, pixels: np.ndarray):
+        self.pixels = pixels
+        self.done = threading.Event()
+        self.result = None
+        self.error: Exception | None = None
+        self.abandoned = False
+
+
+_STOP = object()
+
+
+class Batcher:
+    def __init__(
+        self,
+        predict: Callable[[np.ndarray], list],
+        *,
+        warm_up: Callable[[], None],
+        max_batch_size: int = 8,
+        max_batch_delay_ms: float = 2.0,
+        max_queue: int = 32,
+    ):
+        if max_batch_size < 1 or max_queue < 1:
+            raise ValueError("max_batch_size and max_queue must be at least 1")
+        self._predict = predict
+        self._warm_up = warm_up
+        self.max_batch_size = max_batch_size
+        self.max_batch_delay = max_batch_delay_ms / 1000.0
+        self.max_queue = max_queue
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._incoming = 0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self.state = "stopped"  # stopped -> loading -> ready (or failed)
+        self.failure: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the batcher thread: warm-up first, then batches. Once per process (after fork)."""
+        if self._thread is not None and self._pid == os.getpid():
+            return
+        # A thread started before a fork does not exist in the child: start afresh there.
+        self._pid = os.getpid()
+        self._queue = queue.Queue(maxsize=self.max_queue)
+        self._lock = threading.Lock()
+        self._incoming = 0
+        self.state = "loading"
+        self._thread = threading.Thread(target=self._run, name="kubedetect-batcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        self._thread = None
+        self.state = "stopped"
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    def check_ready(self) -> None:
+        """Raise NotReady, saying why, unless warm-up has finished."""
+        if self.state == "failed":
+            raise NotReady(f"the model failed to load: {self.failure}")
+        if self.state != "ready":
+            raise NotReady("the model is not ready yet (loading or warming up); retry shortly")
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.state == "loading" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.ready
+
+    # -- what request threads call ---------------------------------------------------------------
+
+    @contextmanager
+    def incoming(self, count: int = 1) -> Iterator[None]:
+        """Announce images being decoded now, so that a forming batch waits for them."""
+        with self._lock:
+            self._incoming += count
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._incoming -= count
+
+    def submit(self, images: list[np.ndarray], deadline: float) -> list:
+        """Run images (each uint8 [S, S, 3]) and return their outputs, in order.
+
+        Raises NotReady before warm-up has finished, QueueFull when the queue cannot take all of
+        them (none are run then), TimedOut when `deadline` (time.monotonic()) passes first.
+        """
+        self.check_ready()
+        jobs = [_Job(pixels) for pixels in images]
+        for i, job in enumerate(jobs):
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                for queued in jobs[:i]:
+                    queued.abandoned = True
+                raise QueueFull(
+                    f"the server is busy: {self.max_queue} images are already waiting; retry shortly"
+                ) from None
+            metrics.QUEUE_DEPTH.inc()
+        for job in jobs:
+            if not job.done.wait(max(0.0, deadline - time.monotonic())):
+                for pending in jobs:
+                    pending.abandoned = True
+                raise TimedOut("the request timed out waiting for the model; retry shortly")
+            if job.error is not None:
+                raise job.error
+        return [job.result for job in jobs]
+
+    # -- the batcher thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._warm_up()
+        except Exception as exc:  # a model that cannot run: stay live, never ready, say why
+            self.failure = f"{type(exc).__name__}: {exc}"
+            self.state = "failed"
+            log.error("model warm-up failed: %s", self.failure)
+            return
+        self.state = "ready"
+        metrics.MODEL_READY.set(1)
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = self._collect(first)
+            if batch is None:
+                return
+            if batch:
+                self._run_batch(batch)
+
+    def _take(self, item) -> _Job | None:
+        metrics.QUEUE_DEPTH.dec()
+        return None if item.abandoned else item
+
+    def _collect(self, first) -> list[_Job] | None:
+        """The first job plus whatever joins it: all queued ones, and incoming ones for a while."""
+        batch = [job for job in (self._take(first),) if job]
+        deadline = time.monotonic() + self.max_batch_delay
+        while len(batch) < self.max_batch_size:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._incoming == 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if item is _STOP:
+                self._queue.put(_STOP)  # stop after this batch
+                break
+            job = self._take(item)
+            if job:
+                batch.append(job)
+        return batch
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        started = time.perf_counter()
+        try:
+            outputs = self._predict(np.stack([job.pixels for job in batch]))
+        except Exception as exc:  # the interpreter failed: each waiting request learns why
+            log.exception("inference failed on a batch of %d", len(batch))
+            error = ServingError(f"inference failed: {type(exc).__name__}: {exc}")
+            for job in batch:
+                job.error = error
+                job.done.set()
+            return
+        metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(len(batch))
+        for job, result in zip(batch, outputs, strict=True):
+            job.result = result
+            job.done.set()
