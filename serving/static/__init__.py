@@ -1,0 +1,1 @@
+"""Static files of the web page (a package only so that wheels carry them)."""
