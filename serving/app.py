@@ -97,8 +97,6 @@ def _register_errors(app: Flask, config: ServeConfig) -> None:
 def _register_request_metrics(app: Flask, config: ServeConfig) -> None:
     @app.before_request
     def started():
-        # Gunicorn's post_worker_init starts the batcher; this covers any other WSGI server.
-        app.extensions["kubedetect"].batcher.start()
         g.started = time.perf_counter()
         g.deadline = time.monotonic() + config.request_timeout
 

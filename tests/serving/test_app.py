@@ -1,0 +1,133 @@
+"""The Flask application through `app.test_client()`: the factory, its lifecycle, its config.
+
+The same endpoints are exercised again through a real Gunicorn in test_gunicorn.py; here the
+tests reach states a running server passes through too quickly to catch (not ready yet).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from kubedetect.config import ServeConfig, from_env, to_env
+from kubedetect.errors import KubedetectError
+from serving.app import create_app
+
+
+@pytest.fixture(scope="module")
+def app(model_dir):
+    app = create_app(ServeConfig(model_dir=str(model_dir), score_threshold=0.0, max_detections=5))
+    assert app.extensions["kubedetect"].batcher.wait_ready(30)
+    yield app
+    app.extensions["kubedetect"].batcher.stop()
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+def test_detect_answers_boxes_in_original_pixels(client, shapes):
+    data, _ = shapes[0]
+    width, height = Image.open(io.BytesIO(data)).size
+    response = client.post("/v1/detect", data=data, content_type="image/jpeg")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert (body["width"], body["height"]) == (width, height)
+    assert 1 <= len(body["detections"]) <= 5  # max_detections from the config
+    for det in body["detections"]:
+        assert set(det) == {"label", "class_id", "score", "box"}
+        box = det["box"]
+        assert 0 <= box["xmin"] <= box["xmax"] <= width and 0 <= box["ymin"] <= box["ymax"] <= height
+
+
+def test_the_three_protocols_agree(client, jpeg):
+    own = client.post("/v1/detect?max_detections=3", data=jpeg).get_json()["detections"]
+    v1 = client.post(
+        "/v1/models/detector:predict",
+        json={"instances": [{"image": {"b64": base64.b64encode(jpeg).decode()}}],
+              "parameters": {"max_detections": 3}},
+    ).get_json()["predictions"][0]["detections"]
+    v2 = client.post(
+        "/v2/models/detector/infer",
+        json={"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                          "data": [base64.b64encode(jpeg).decode()]}],
+              "parameters": {"max_detections": 3}},
+    ).get_json()
+    outputs = {o["name"]: o for o in v2["outputs"]}
+    assert own == v1
+    assert outputs["labels"]["data"] == [d["label"] for d in own]
+    assert outputs["num_detections"]["data"] == [len(own)]
+    assert outputs["boxes"]["data"] == pytest.approx(
+        [v for d in own for v in d["box"].values()], abs=0.01
+    )
+
+
+def test_not_ready_until_started_and_warmed_up(model_dir, jpeg):
+    app = create_app(ServeConfig(model_dir=str(model_dir)), start=False)
+    client = app.test_client()
+    # As a Gunicorn worker is before post_worker_init has started its batcher thread.
+    for path in ("/v2/health/ready", "/v2/models/detector/ready", "/v1/models/detector"):
+        response = client.get(path)
+        assert response.status_code == 503, path
+        assert response.headers["Retry-After"] == "1"
+        assert "not ready" in response.get_json()["error"]
+    response = client.post("/v1/detect", data=jpeg)
+    assert response.status_code == 503 and "not ready" in response.get_json()["error"]
+    assert client.get("/v2/health/live").get_json() == {"live": True}
+
+
+def test_a_tampered_model_is_refused_at_load(model_dir, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    with open(copy / "model.tflite", "r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(KubedetectError, match="sha256"):
+        create_app(ServeConfig(model_dir=str(copy)))
+
+
+def test_settings_come_from_the_environment_and_flags_win():
+    env = {"KUBEDETECT_PORT": "9001", "KUBEDETECT_WORKERS": "3", "KUBEDETECT_ACCESS_LOG": "false",
+           "KUBEDETECT_SCORE_THRESHOLD": "0.25", "KUBEDETECT_MODEL_NAME": "cards"}
+    config = from_env(ServeConfig, env, argv=["--workers=5"])
+    assert (config.port, config.workers, config.access_log) == (9001, 5, False)
+    assert (config.score_threshold, config.model_name) == (0.25, "cards")
+    assert from_env(ServeConfig, to_env(config)) == config
+    with pytest.raises(ValueError, match="port"):
+        from_env(ServeConfig, {"KUBEDETECT_PORT": "eighty"})
+
+
+def test_the_serving_path_never_imports_tensorflow(model_dir, jpeg, tmp_path):
+    """The WSGI module Gunicorn loads, its app and a request through every protocol: no TF."""
+    (tmp_path / "image.jpg").write_bytes(jpeg)
+    script = f"""
+import base64, json, sys
+from serving.wsgi import app
+from serving.app import start_worker
+start_worker(app)
+app.extensions["kubedetect"].batcher.wait_ready(30)
+client = app.test_client()
+data = open({str(tmp_path / "image.jpg")!r}, "rb").read()
+codes = [client.post("/v1/detect", data=data).status_code,
+         client.post("/v1/detect?format=jpeg", data=data).status_code,
+         client.post("/v1/models/detector:predict",
+                     json={{"instances": [{{"image": {{"b64": base64.b64encode(data).decode()}}}}]}}).status_code,
+         client.get("/metrics").status_code, client.get("/openapi.json").status_code]
+print(json.dumps({{"codes": codes, "tf": sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))}}))
+"""
+    env = {"KUBEDETECT_MODEL_DIR": str(model_dir), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["codes"] == [200] * 5
+    assert result["tf"] == []
