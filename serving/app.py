@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from kubedetect.config import ServeConfig
 from serving import metrics
+from serving.body import drain
 from serving.errors import ServingError, Unavailable
 from serving.model import DetectorModel
 from serving.service import Service
@@ -79,6 +80,7 @@ def _register_errors(app: Flask, config: ServeConfig) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc):
+        drain()
         return _error(413, f"the request body is over the limit of {config.max_body_bytes} bytes")
 
     @app.errorhandler(HTTPException)

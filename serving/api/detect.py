@@ -12,6 +12,7 @@ import time
 
 from flask import Blueprint, Response, g, jsonify, request
 
+from serving.body import read_body
 from serving.draw import draw_detections
 from serving.errors import BadRequest
 from serving.service import current_service
@@ -59,7 +60,7 @@ def _image_bytes() -> bytes:
             raise BadRequest("multipart upload without a file: send the image in the field 'image'")
         data = upload.read()
     else:
-        data = request.get_data(cache=False)
+        data = read_body()
     if not data:
         raise BadRequest("empty request: send an image as the body or as the multipart field 'image'")
     return data

@@ -13,8 +13,9 @@ import base64
 import binascii
 import json
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, g, jsonify
 
+from serving.body import read_body
 from serving.errors import BadRequest
 from serving.service import current_service
 
@@ -65,7 +66,7 @@ def predict(name: str):
 def read_json_object() -> dict:
     """The request body as a JSON object, or a 400 that says what is wrong with it."""
     try:
-        body = json.loads(request.get_data(cache=False) or b"null")
+        body = json.loads(read_body() or b"null")
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(f"the body is not valid JSON ({exc})") from None
     if not isinstance(body, dict):

@@ -27,6 +27,7 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from kubedetect import __version__
 from serving.api.kserve_v1 import read_json_object
+from serving.body import read_body
 from serving.errors import BadRequest, ModelNotFound, UnsupportedMediaType
 from serving.service import ImageResult, current_service
 
@@ -158,7 +159,7 @@ def _read_request() -> tuple[dict, bytes]:
     length = request.headers.get(HEADER_LENGTH)
     if length is None:
         return read_json_object(), b""
-    body = request.get_data(cache=False)
+    body = read_body()
     try:
         size = int(length)
     except ValueError:
