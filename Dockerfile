@@ -11,6 +11,7 @@
 # dependencies (from pyproject.toml and constraints.txt only), then the project's own code, so that
 # editing the code reuses the dependency layers. docs/DEPLOY.md has the details.
 
+# checkov:skip=CKV_DOCKER_7: the base is FROM ${BASE_IMAGE}, which checkov does not expand; its default, python:3.11-slim, is a version tag, never latest
 ARG BASE_IMAGE=python:3.11-slim
 
 # ---------------------------------------------------------------------------------------------

@@ -50,3 +50,53 @@ constraints: setup
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache build *.egg-info
+
+# ------------------------------------------------------------------------------------------------
+# Containers, Kubernetes and kind (docs/DEPLOY.md). The scripts do the work; these targets name them.
+#   make images [IMAGE_TAG=0.1.0] [BASE_IMAGE=...] [BUILD_NETWORK=host]   both images
+#   make docker-engine    a Docker engine and the stand-in base image where there is none (as root)
+#   make lint-deploy      hadolint, shellcheck and checkov over the Dockerfile, scripts and k8s/
+#   make kind-up | kind-deploy | kind-e2e | kind-down   the local cluster test (KIND_DRY_RUN=1: print only)
+# ------------------------------------------------------------------------------------------------
+IMAGE_TAG ?= 0.1.0
+BASE_IMAGE ?=
+BUILD_NETWORK ?=
+# checkov pins its own dependencies (it downgrades `packaging`): its own virtualenv, its own pin.
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_VERSION ?= 3.3.30
+SHELL_SCRIPTS := k8s/build-images.sh k8s/ci/docker-engine.sh $(wildcard k8s/kind/*.sh)
+
+.PHONY: images docker-engine checkov-venv checkov lint-deploy kind-up kind-deploy kind-e2e kind-down
+
+images:
+	k8s/build-images.sh --tag $(IMAGE_TAG) $(if $(BASE_IMAGE),--base-image $(BASE_IMAGE)) $(if $(BUILD_NETWORK),--network $(BUILD_NETWORK))
+
+docker-engine:
+	k8s/ci/docker-engine.sh
+
+checkov-venv: $(CHECKOV_VENV)/.installed
+
+$(CHECKOV_VENV)/.installed:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet "checkov==$(CHECKOV_VERSION)"
+	touch $@
+
+checkov: checkov-venv
+	$(CHECKOV_VENV)/bin/checkov --skip-download --quiet --compact --framework kubernetes -d k8s
+	$(CHECKOV_VENV)/bin/checkov --skip-download --quiet --compact --framework dockerfile -f Dockerfile
+
+lint-deploy: setup checkov
+	$(VENV)/bin/hadolint Dockerfile
+	shellcheck -x $(SHELL_SCRIPTS)
+
+kind-up:
+	k8s/kind/up.sh
+
+kind-deploy:
+	k8s/kind/deploy.sh
+
+kind-e2e:
+	k8s/kind/e2e.sh
+
+kind-down:
+	k8s/kind/down.sh

@@ -20,4 +20,4 @@ say "kubedetect (k8s/overlays/kind) into namespace $KIND_NAMESPACE"
 k apply -k k8s/overlays/kind
 k -n "$KIND_NAMESPACE" wait --for=jsonpath='{.status.phase}'=Bound pvc/kubedetect-workspace --timeout=120s \
     || say "the workspace volume binds when its first pod is scheduled (local-path: WaitForFirstConsumer)"
-say "deployed: make kind-e2e"
+say "deployed: make kind-e2e$( [[ "$KIND_DRY_RUN" == 1 ]] && echo " (dry run: nothing was run)")"

@@ -63,6 +63,7 @@ wait_for_url() {
 }
 
 say "synthetic data and shards on the workspace volume (Job kubedetect-e2e-data)"
+k -n "$NS" apply -f k8s/kind/e2e/networkpolicy.yaml
 run_job k8s/kind/e2e/data-job.yaml kubedetect-e2e-data 900s
 
 if [[ "$MODE" == tfjob ]]; then
@@ -110,11 +111,15 @@ wait_for_url "http://127.0.0.1:$PORT/v2/health/ready" 60
 # An image to detect on: one synthetic picture, made by the trainer image itself.
 run docker run --rm --network none --user "$(id -u):$(id -g)" -v "$SCRATCH:/out" \
     "kubedetect-trainer:$KIND_IMAGE_TAG" kubedetect data synth /out/sample --images 1 --seed 3 --quiet
-image="$SCRATCH/sample/JPEGImages/000000.jpg"
+image="$SCRATCH/sample/JPEGImages/synth_000000.jpg"
 if [[ "$KIND_DRY_RUN" != 1 ]]; then
     image="$(find "$SCRATCH/sample/JPEGImages" -name '*.jpg' | head -n 1)"
 fi
 run curl -fsS -X POST -H 'Content-Type: image/jpeg' --data-binary "@$image" \
     "http://127.0.0.1:$PORT/v1/detect"
 echo
-say "kind-e2e passed: the model trained on the cluster answers at the Service"
+if [[ "$KIND_DRY_RUN" == 1 ]]; then
+    say "dry run: the commands above were printed, none was run"
+else
+    say "kind-e2e passed: the model trained on the cluster answers at the Service"
+fi

@@ -21,4 +21,4 @@ if [[ "${KIND_WITH_KFP:-1}" == 1 ]]; then
     k apply -k "github.com/kubeflow/pipelines/manifests/kustomize/env/platform-agnostic?ref=$KFP_VERSION"
     k -n kubeflow wait --for=condition=Available deployment --all --timeout=900s
 fi
-say "cluster ready: make kind-deploy"
+say "cluster ready: make kind-deploy$( [[ "$KIND_DRY_RUN" == 1 ]] && echo " (dry run: nothing was run)")"
