@@ -108,6 +108,19 @@ def walk_files(root: str) -> Iterator[str]:
             yield os.path.join(folder, name)
 
 
+def walk_relative(root: str) -> Iterator[str]:
+    """`walk_files`, as paths relative to `root` with forward slashes (as `relpath` gives)."""
+    root = str(root)
+    walker = _gfile().walk(root) if is_uri(root) else os.walk(root)
+    base = root.rstrip("/") if is_uri(root) else os.path.normpath(root)
+    for folder, subdirs, files in walker:
+        subdirs[:] = sorted(d for d in subdirs if not d.rstrip("/").startswith("."))
+        rel = relpath(folder, base) if folder.rstrip("/") != base else "."
+        prefix = "" if rel == "." else rel.rstrip("/") + "/"
+        for name in sorted(files):
+            yield prefix + name
+
+
 def sha256_file(path: str, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     if is_uri(path):

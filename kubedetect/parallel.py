@@ -5,8 +5,10 @@ or how the OS schedules them: shards are byte-identical for any `--workers`. At 
 chunks are in flight, so memory stays bounded however large the dataset; the producer waits for
 the oldest chunk before submitting another (backpressure).
 
-Workers are started with 'spawn': they import only what the task needs (Pillow, numpy), never
-the TensorFlow that the parent may hold, and never inherit its threads.
+Workers are started with 'spawn': they import only what the task needs (Pillow), never the
+TensorFlow that the parent may hold, and never inherit its threads. Starting a worker (a fresh
+interpreter importing the task's module) costs a few tenths of a second, so a pool can be started
+before its items are known: the workers boot while the caller scans the data.
 """
 
 from __future__ import annotations
@@ -16,10 +18,74 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from itertools import islice
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+# Images take milliseconds each: chunks of a few amortise the inter-process overhead (well under
+# a millisecond a task) while keeping the workers' finishing times close together at the end.
+CHUNK_SIZE = 4
+WINDOW_PER_WORKER = 4
+
+
+class OrderedPool(Generic[T, R]):
+    """`workers` processes applying `chunk_fn` to chunks of items; use as a context manager.
+
+    On entering, every worker is started and given an empty chunk, so that it imports
+    `chunk_fn`'s module at once rather than when the first real chunk arrives. A pool serves one
+    `map`: once the last chunk is back the workers are told to exit, and they wind down while the
+    caller deals with the last results.
+    """
+
+    def __init__(
+        self,
+        chunk_fn: Callable[[list[T]], list[R]],
+        *,
+        workers: int,
+        chunk_size: int = CHUNK_SIZE,
+        window_per_worker: int = WINDOW_PER_WORKER,
+    ):
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.chunk_fn = chunk_fn
+        self.workers = workers
+        self.chunk_size = chunk_size
+        self.window = workers * window_per_worker
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> OrderedPool[T, R]:
+        context = multiprocessing.get_context("spawn")
+        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+        for _ in range(self.workers):  # each submit starts one more process, up to `workers`
+            self._pool.submit(self.chunk_fn, [])
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        assert self._pool is not None
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
+
+    def map(self, items: Iterable[T]) -> Iterator[R]:
+        """chunk_fn's results for `items`, in order."""
+        pool = self._pool
+        if pool is None:
+            raise RuntimeError("OrderedPool.map outside its `with` block")
+        iterator = iter(items)
+        chunks = iter(lambda: list(islice(iterator, self.chunk_size)), [])
+        pending: deque[Future] = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(self.chunk_fn, chunk))
+            if len(pending) >= self.window:
+                break
+        while pending:
+            results = pending.popleft().result()
+            next_chunk = next(chunks, None)
+            if next_chunk is not None:
+                pending.append(pool.submit(self.chunk_fn, next_chunk))
+            elif not pending:
+                pool.shutdown(wait=False)  # __exit__ joins the workers, by then mostly gone
+            yield from results
 
 
 def ordered_map(
@@ -27,22 +93,11 @@ def ordered_map(
     items: Iterable[T],
     *,
     workers: int,
-    chunk_size: int = 16,
-    window_per_worker: int = 3,
+    chunk_size: int = CHUNK_SIZE,
+    window_per_worker: int = WINDOW_PER_WORKER,
 ) -> Iterator[R]:
     """Yield chunk_fn's results for `items`, in order, computed by `workers` processes."""
-    iterator = iter(items)
-    chunks = iter(lambda: list(islice(iterator, chunk_size)), [])
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending: deque[Future] = deque()
-        for chunk in chunks:
-            pending.append(pool.submit(chunk_fn, chunk))
-            if len(pending) >= workers * window_per_worker:
-                break
-        while pending:
-            results = pending.popleft().result()
-            next_chunk = next(chunks, None)
-            if next_chunk is not None:
-                pending.append(pool.submit(chunk_fn, next_chunk))
-            yield from results
+    with OrderedPool(
+        chunk_fn, workers=workers, chunk_size=chunk_size, window_per_worker=window_per_worker
+    ) as pool:
+        yield from pool.map(items)

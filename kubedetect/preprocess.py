@@ -33,7 +33,7 @@ from kubedetect.data.scan import Dataset, Record, scan
 from kubedetect.data.splits import SPLITS
 from kubedetect.errors import KubedetectError, UnusableInputError
 from kubedetect.labels import ClassMap
-from kubedetect.parallel import ordered_map
+from kubedetect.parallel import OrderedPool
 from kubedetect.records import to_example
 
 FORMAT = "kubedetect.dataset/v1"
@@ -77,33 +77,40 @@ def preprocess(
     if config.shard_index is not None and not 0 <= config.shard_index < count:
         raise KubedetectError(f"--shard-index must be in [0, {count}), got {config.shard_index}")
 
-    dataset = scan(data_dir, data, progress=config.progress)
-    if not dataset.records:
-        raise UnusableInputError(f"{data_dir}: no annotation with a usable image (see the problems)")
-    fs.makedirs(out_dir)
-    if config.shard_index is None:
-        _remove_previous_outputs(out_dir)
-    indices = range(count) if config.shard_index is None else [config.shard_index]
-    records = sorted(
-        (r for r in dataset.records if shard_of(r.key, count) in indices),
-        key=lambda r: (shard_of(r.key, count), r.key),
-    )
-    splits = [s for s in SPLITS if any(r.split == s for r in dataset.records)]
     settings = PrepareSettings(
         root=data_dir,
         image_size=config.image_size,
         jpeg_quality=config.jpeg_quality,
         max_image_pixels=data.max_image_pixels,
     )
-    results = ordered_map(
-        partial(prepare_many, settings=settings), records, workers=config.worker_count()
-    )
-    bar = tqdm(results, total=len(records), desc="preprocess", unit="img", disable=not config.progress)
-    parts = {}
-    with bar:
-        # Results arrive sorted by shard: each shard's files are written and closed in turn.
-        for index, prepared in groupby(bar, key=lambda p: shard_of(p.record.key, count)):
-            parts[index] = _write_shard(out_dir, index, count, prepared, dataset, splits, config)
+    # The workers start (and import their modules) while this process scans the annotations.
+    workers = config.worker_count()
+    with OrderedPool(partial(prepare_many, settings=settings), workers=workers) as pool:
+        dataset = scan(data_dir, data, progress=config.progress)
+        if not dataset.records:
+            raise UnusableInputError(
+                f"{data_dir}: no annotation with a usable image (see the problems)"
+            )
+        fs.makedirs(out_dir)
+        if config.shard_index is None:
+            _remove_previous_outputs(out_dir)
+        indices = range(count) if config.shard_index is None else [config.shard_index]
+        records = sorted(
+            (r for r in dataset.records if shard_of(r.key, count) in indices),
+            key=lambda r: (shard_of(r.key, count), r.key),
+        )
+        splits = [s for s in SPLITS if any(r.split == s for r in dataset.records)]
+        bar = tqdm(
+            pool.map(records), total=len(records), desc="preprocess", unit="img",
+            disable=not config.progress,
+        )
+        parts = {}
+        with bar:
+            # Results arrive sorted by shard: each shard's files are written and closed in turn.
+            for index, prepared in groupby(bar, key=lambda p: shard_of(p.record.key, count)):
+                parts[index] = _write_shard(
+                    out_dir, index, count, prepared, dataset, splits, config
+                )
     for index in indices:  # a shard that no record hashed to still gets its (empty) files
         if index not in parts:
             parts[index] = _write_shard(out_dir, index, count, (), dataset, splits, config)
@@ -159,7 +166,8 @@ def _write_shard(
         "images": [s.to_dict() for s in sorted(images, key=lambda s: s.key)],
         "problems": [p.to_dict() for p in sorted(set(problems))],
     }
-    fs.write_text(fs.join(out_dir, part_file(index, count)), _dump(part))
+    # Part files are read by merge_shards, not by people: compact JSON is several times faster.
+    fs.write_text(fs.join(out_dir, part_file(index, count)), json.dumps(part) + "\n")
     return part
 
 

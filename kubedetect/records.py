@@ -8,6 +8,7 @@ stored image.
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from kubedetect.data.prepare import Prepared
@@ -47,7 +48,8 @@ def _ints(values):
 
 
 def to_example(prepared: Prepared, classes: ClassMap, image_size: int) -> bytes:
-    boxes = prepared.boxes
+    # float32, as stored: the same rounding whichever way the floats reach the protobuf.
+    boxes = np.asarray(prepared.boxes, dtype=np.float32).reshape(-1, 4)
     feature = {
         "image/encoded": _bytes([prepared.jpeg]),
         "image/format": _bytes([b"jpeg"]),
@@ -62,10 +64,10 @@ def to_example(prepared: Prepared, classes: ClassMap, image_size: int) -> bytes:
         "image/object/bbox/ymin": _floats(boxes[:, 1].tolist()),
         "image/object/bbox/xmax": _floats(boxes[:, 2].tolist()),
         "image/object/bbox/ymax": _floats(boxes[:, 3].tolist()),
-        "image/object/class/label": _ints(prepared.class_ids.tolist()),
-        "image/object/class/text": _bytes([classes.name(int(c)).encode() for c in prepared.class_ids]),
-        "image/object/difficult": _ints(prepared.difficult.astype(int).tolist()),
-        "image/object/truncated": _ints(prepared.truncated.astype(int).tolist()),
+        "image/object/class/label": _ints(list(prepared.class_ids)),
+        "image/object/class/text": _bytes([classes.name(c).encode() for c in prepared.class_ids]),
+        "image/object/difficult": _ints([int(d) for d in prepared.difficult]),
+        "image/object/truncated": _ints([int(t) for t in prepared.truncated]),
     }
     example = tf.train.Example(features=tf.train.Features(feature=feature))
     return example.SerializeToString(deterministic=True)

@@ -10,21 +10,26 @@ from kubedetect.config import DataConfig
 from kubedetect.data.prepare import PrepareSettings, prepare_many
 from kubedetect.data.report import ImageSummary, Report, summarize
 from kubedetect.data.scan import scan
-from kubedetect.parallel import ordered_map
+from kubedetect.parallel import OrderedPool
 
 
 def check(root: str, config: DataConfig = DataConfig(), *, workers: int = 1, progress: bool = True) -> Report:
-    dataset = scan(root, config, progress=progress)
     settings = PrepareSettings(
         root=root, image_size=512, jpeg_quality=0, max_image_pixels=config.max_image_pixels, encode=False
     )
-    problems = list(dataset.problems)
     images = []
-    results = ordered_map(partial(prepare_many, settings=settings), dataset.records, workers=workers)
-    for prepared in tqdm(results, total=len(dataset.records), desc="images", unit="img", disable=not progress):
-        problems.extend(prepared.problems)
-        if prepared.ok:
-            images.append(summary_of(prepared))
+    # The workers start while this process scans the annotations.
+    with OrderedPool(partial(prepare_many, settings=settings), workers=workers) as pool:
+        dataset = scan(root, config, progress=progress)
+        problems = list(dataset.problems)
+        results = tqdm(
+            pool.map(dataset.records), total=len(dataset.records), desc="images", unit="img",
+            disable=not progress,
+        )
+        for prepared in results:
+            problems.extend(prepared.problems)
+            if prepared.ok:
+                images.append(summary_of(prepared))
     return summarize(dataset.classes.names, images, problems)
 
 

@@ -30,8 +30,7 @@ class Files:
 
 def discover(root: str) -> Files:
     annotations, images, others = [], [], []
-    for path in fs.walk_files(root):
-        rel = fs.relpath(path, root)
+    for rel in fs.walk_relative(root):
         ext = posixpath.splitext(rel)[1].lower()
         if ext == ".xml":
             annotations.append(rel)

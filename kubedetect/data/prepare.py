@@ -1,7 +1,7 @@
 """The per-image work done in worker processes: read, decode, check, resize, encode.
 
-Pillow and numpy only, so worker processes start in a fraction of a second and never import
-TensorFlow. Every defect is returned as a Problem; nothing here raises for bad data.
+Pillow only (not even numpy), so worker processes start in a fraction of a second and never
+import TensorFlow. Every defect is returned as a Problem; nothing here raises for bad data.
 """
 
 from __future__ import annotations
@@ -9,13 +9,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import numpy as np
-
 from kubedetect import fs
+from kubedetect.data.record import Record
 from kubedetect.data.report import Problem
-from kubedetect.data.scan import Record
 from kubedetect.errors import ImageError
-from kubedetect.images import decode_image, encode_jpeg, resize_rgb
+from kubedetect.images import decode_image, encode_jpeg, resize
 
 
 @dataclass(frozen=True)
@@ -37,10 +35,10 @@ class Prepared:
     sha256: str = ""
     width: int = 0  # the real (oriented) size of the source image
     height: int = 0
-    boxes: np.ndarray | None = None  # float32 [N, 4]: xmin, ymin, xmax, ymax in [0, 1]
-    class_ids: np.ndarray | None = None  # int64 [N]
-    difficult: np.ndarray | None = None  # bool [N]
-    truncated: np.ndarray | None = None  # bool [N]
+    boxes: tuple[tuple[float, float, float, float], ...] = ()  # xmin, ymin, xmax, ymax in [0, 1]
+    class_ids: tuple[int, ...] = ()
+    difficult: tuple[bool, ...] = ()
+    truncated: tuple[bool, ...] = ()
     jpeg: bytes | None = None  # the resized image, image_size x image_size
 
 
@@ -89,10 +87,9 @@ def prepare(record: Record, settings: PrepareSettings) -> Prepared:
             )
         kept.append((cx0 / width, cy0 / height, cx1 / width, cy1 / height, box))
 
-    boxes = np.array([k[:4] for k in kept], dtype=np.float32).reshape(-1, 4)
     jpeg = None
     if settings.encode:
-        jpeg = encode_jpeg(resize_rgb(decoded.image, settings.image_size), settings.jpeg_quality)
+        jpeg = encode_jpeg(resize(decoded.image, settings.image_size), settings.jpeg_quality)
     return Prepared(
         record=record,
         ok=True,
@@ -100,10 +97,10 @@ def prepare(record: Record, settings: PrepareSettings) -> Prepared:
         sha256=digest,
         width=width,
         height=height,
-        boxes=boxes,
-        class_ids=np.array([k[4].class_id for k in kept], dtype=np.int64),
-        difficult=np.array([k[4].difficult for k in kept], dtype=bool),
-        truncated=np.array([k[4].truncated for k in kept], dtype=bool),
+        boxes=tuple(k[:4] for k in kept),
+        class_ids=tuple(k[4].class_id for k in kept),
+        difficult=tuple(k[4].difficult for k in kept),
+        truncated=tuple(k[4].truncated for k in kept),
         jpeg=jpeg,
     )
 

@@ -100,7 +100,13 @@ class ImageSummary:
     class_ids: tuple[int, ...]
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"class_ids": list(self.class_ids)}
+        return {
+            "key": self.key,
+            "image": self.image,
+            "sha256": self.sha256,
+            "split": self.split,
+            "class_ids": list(self.class_ids),
+        }
 
     @classmethod
     def from_dict(cls, payload: dict) -> ImageSummary:

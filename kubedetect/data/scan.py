@@ -16,36 +16,12 @@ from tqdm import tqdm
 from kubedetect import fs
 from kubedetect.config import DataConfig
 from kubedetect.data.layout import ImageIndex, discover
+from kubedetect.data.record import Box, Record
 from kubedetect.data.report import Problem
 from kubedetect.data.splits import SplitPlan
 from kubedetect.data.voc import Annotation, parse_voc
 from kubedetect.errors import AnnotationError, UnusableInputError
 from kubedetect.labels import ClassMap
-
-
-@dataclass(frozen=True)
-class Box:
-    """A box in the pixel frame declared by the annotation (x to the right, y down)."""
-
-    xmin: float
-    ymin: float
-    xmax: float
-    ymax: float
-    class_id: int
-    difficult: bool = False
-    truncated: bool = False
-
-
-@dataclass(frozen=True)
-class Record:
-    """One usable annotation: an image, its declared frame, its boxes and its split."""
-
-    key: str  # the annotation's path relative to the data folder: unique and stable
-    image: str  # the image's path relative to the data folder
-    declared_width: int | None
-    declared_height: int | None
-    boxes: tuple[Box, ...]
-    split: str
 
 
 @dataclass(frozen=True)
