@@ -1,0 +1,365 @@
+"""The two images, built from the Dockerfile and run as a cluster would run them.
+
+Both targets are really built (k8s/build-images.sh, BuildKit) on the base image this machine has:
+python:3.11-slim where it can be pulled, else the Debian stand-in that k8s/ci/docker-engine.sh
+makes (no image can be pulled here). Then:
+- the server image holds no TensorFlow, fits its size budget, and serves a quantized model as a
+  non-root user on a read-only root filesystem with only a tmpfs /tmp, answering readiness and
+  /v1/detect on 127.0.0.1; SIGTERM ends it cleanly;
+- the trainer image holds the training and pipeline stack, and runs as two containers on the
+  host network with the TF_CONFIG a TFJob gives its pods: a tiny 2-worker training that exports a
+  model.
+
+Every container uses the host network and talks to 127.0.0.1 only. Without a Docker engine these
+tests skip, saying so; under KUBEDETECT_REQUIRE_DOCKER=1 (CI) they fail instead.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TAG = "test"
+SERVER = f"kubedetect-server:{TAG}"
+TRAINER = f"kubedetect-trainer:{TAG}"
+SERVER_BUDGET_BYTES = 400 * 10**6  # docker's MB
+BASE_CANDIDATES = ("kubedetect-base:bookworm", "python:3.11-slim")
+USER = "10001:10001"
+
+pytestmark = pytest.mark.slow
+
+
+def unavailable(reason: str):
+    if os.environ.get("KUBEDETECT_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"KUBEDETECT_REQUIRE_DOCKER=1 but {reason}")
+    pytest.skip(reason)
+
+
+def docker(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert done.returncode == 0, f"docker {' '.join(args)}:\n{done.stdout}{done.stderr}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def engine() -> None:
+    if shutil.which("docker") is None:
+        unavailable("no docker CLI on PATH (k8s/ci/docker-engine.sh installs and starts one)")
+    try:
+        done = docker("info", "--format", "{{.ServerVersion}}", timeout=30, check=False)
+    except subprocess.TimeoutExpired:
+        unavailable("the Docker engine did not answer `docker info` within 30 s")
+    if done.returncode != 0:
+        unavailable(
+            f"no Docker engine answers ({done.stderr.strip()}); start one with "
+            "k8s/ci/docker-engine.sh (as root)"
+        )
+
+
+@pytest.fixture(scope="module")
+def base_image(engine) -> str:
+    wanted = os.environ.get("KUBEDETECT_BASE_IMAGE")
+    for image in [wanted] if wanted else BASE_CANDIDATES:
+        if docker("image", "inspect", image, check=False).returncode == 0:
+            return image
+    unavailable(
+        f"no base image ({wanted or ' or '.join(BASE_CANDIDATES)}) is present and none can "
+        "be pulled here; k8s/ci/docker-engine.sh builds the stand-in"
+    )
+
+
+@pytest.fixture(scope="module")
+def images(base_image) -> dict[str, str]:
+    """Both targets, built by the same script users and kind-deploy run."""
+    done = subprocess.run(
+        ["k8s/build-images.sh", "--tag", TAG, "--base-image", base_image, "--network", "host"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=2400,
+    )
+    assert done.returncode == 0, (
+        f"the image build failed:\n{done.stdout[-4000:]}{done.stderr[-4000:]}"
+    )
+    return {"server": SERVER, "trainer": TRAINER}
+
+
+def inspect(image: str) -> dict:
+    (info,) = json.loads(docker("image", "inspect", image).stdout)
+    return info
+
+
+def python_in(image: str, code: str, *run_args: str, timeout: float = 300) -> str:
+    done = docker(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        *run_args,
+        "--entrypoint",
+        "python3",
+        image,
+        "-c",
+        code,
+        timeout=timeout,
+    )
+    return done.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def world_writable(path: Path) -> Path:
+    """A bind-mounted folder the image's non-root user (uid 10001) can write to."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o777)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# The server image
+# ------------------------------------------------------------------------------------------------
+
+INSTALLED = """
+import importlib.metadata as md, importlib.util as iu, json
+print(json.dumps({
+    "distributions": sorted({d.metadata["Name"].lower() for d in md.distributions()}),
+    "modules": {m: iu.find_spec(m) is not None for m in
+                ("tensorflow", "keras", "ai_edge_litert", "flask", "gunicorn", "prometheus_client",
+                 "kubedetect", "serving")},
+}))
+"""
+
+
+def test_server_image_has_no_tensorflow(images):
+    found = json.loads(python_in(images["server"], INSTALLED))
+    tensorflow = [d for d in found["distributions"] if d.startswith(("tensorflow", "keras", "tf-"))]
+    assert not tensorflow, f"the server image holds {tensorflow}"
+    assert found["modules"]["tensorflow"] is False and found["modules"]["keras"] is False
+    for module in (
+        "ai_edge_litert",
+        "flask",
+        "gunicorn",
+        "prometheus_client",
+        "kubedetect",
+        "serving",
+    ):
+        assert found["modules"][module], f"{module} is missing from the server image"
+    assert "pip" not in found["distributions"], "the service installs nothing at run time"
+
+
+def test_server_image_fits_its_budget(images):
+    size = inspect(images["server"])["Size"]
+    assert size <= SERVER_BUDGET_BYTES, f"server image {size / 1e6:.0f} MB > 400 MB"
+
+
+def test_images_run_as_a_non_root_user(images):
+    for image in images.values():
+        assert inspect(image)["Config"]["User"] == USER, image
+        uid = python_in(image, "import os; print(os.getuid(), os.getgid())")
+        assert uid.split() == ["10001", "10001"], image
+
+
+@pytest.fixture(scope="module")
+def quantized_model(images, tmp_path_factory) -> Path:
+    """A full-int8 model folder (model.tflite, model.json, labels.json), converted by the
+    trainer image with the project's own converter from an untrained detector: what the server
+    loads is the same kind of folder `kubedetect quantize` writes, whatever its weights."""
+    out = world_writable(tmp_path_factory.mktemp("quantized"))
+    code = """
+import numpy as np
+from kubedetect.model import build_detector
+from kubedetect.modelcard import ModelCard, TensorSpec
+from kubedetect.quantize import convert, write_variant
+classes, size = ("circle", "square", "triangle"), 128
+model = build_detector(len(classes), size)
+source = ModelCard(kind="keras", variant="float", file="model.keras", sha256="0" * 64,
+                   classes=classes, input_size=size, stride=4, input=TensorSpec("image", "float32"),
+                   outputs={n: TensorSpec(n, "float32") for n in ("heatmap", "size", "offset")},
+                   provenance={"note": "untrained, for the container tests"})
+rng = np.random.default_rng(0)
+calibration = [rng.integers(0, 256, (1, size, size, 3)).astype(np.float32) for _ in range(8)]
+write_variant("/out", "int8", convert(model, "int8", calibration), source)
+"""
+    python_in(images["trainer"], code, "-v", f"{out}:/out", timeout=600)
+    model = out / "int8"
+    assert (model / "model.tflite").is_file() and (model / "model.json").is_file()
+    return model
+
+
+def jpeg(width: int, height: int) -> bytes:
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (width, height), (240, 240, 240))
+    ImageDraw.Draw(image).ellipse((40, 30, 120, 110), fill=(200, 30, 30))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None):
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def wait_until_ready(url: str, container: str, tries: int = 240) -> None:
+    """Poll readiness (bounded), failing early with the logs if the container died."""
+    for _ in range(tries):
+        try:
+            status, _ = http("GET", url)
+            if status == 200:
+                return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        state = json.loads(docker("inspect", container).stdout)[0]["State"]
+        if not state["Running"]:
+            logs = docker("logs", container, check=False)
+            pytest.fail(f"the server exited ({state['ExitCode']}):\n{logs.stdout}{logs.stderr}")
+        time.sleep(0.5)
+    logs = docker("logs", container, check=False)
+    pytest.fail(f"{url} never answered 200:\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}")
+
+
+def test_server_serves_a_quantized_model_read_only_and_non_root(images, quantized_model):
+    port = free_port()
+    name = f"kubedetect-test-server-{uuid.uuid4().hex[:8]}"
+    docker(
+        "run", "--detach", "--name", name, "--network", "host",
+        "--read-only", "--tmpfs", "/tmp:rw,size=64m",
+        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "-v", f"{quantized_model}:/models/serving:ro",
+        images["server"], "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(f"{base}/v2/health/ready", name)
+        status, body = http("GET", f"{base}/v2/health/live")
+        assert status == 200, body
+
+        picture = jpeg(200, 150)
+        status, body = http("POST", f"{base}/v1/detect", picture, {"Content-Type": "image/jpeg"})
+        assert status == 200, body
+        answer = json.loads(body)
+        assert (answer["width"], answer["height"]) == (200, 150)
+        assert isinstance(answer["detections"], list)
+        for detection in answer["detections"]:
+            assert detection["label"] in ("circle", "square", "triangle")
+            box = detection["box"]
+            assert 0 <= box["xmin"] <= box["xmax"] <= 200 and 0 <= box["ymin"] <= box["ymax"] <= 150
+
+        # A client error is a 4xx with a JSON body, even here.
+        status, body = http(
+            "POST",
+            f"{base}/v1/detect",
+            b"not an image",
+            {"Content-Type": "application/octet-stream"},
+        )
+        assert 400 <= status < 500 and "error" in json.loads(body)
+
+        # The process really is non-root, and the root filesystem really is read-only.
+        whoami = docker("exec", name, "python3", "-c", "import os; print(os.getuid())")
+        assert whoami.stdout.strip() == "10001"
+        write = docker("exec", name, "python3", "-c", "open('/opt/venv/x', 'w')", check=False)
+        assert write.returncode != 0 and "Read-only file system" in write.stderr
+
+        # SIGTERM (what Kubernetes sends after preStop): Gunicorn stops cleanly.
+        docker("stop", "--time", "40", name, timeout=120)
+        state = json.loads(docker("inspect", name).stdout)[0]["State"]
+        logs = docker("logs", name, check=False)
+        assert state["ExitCode"] == 0, f"exit {state['ExitCode']}:\n{logs.stdout}{logs.stderr}"
+        assert "Traceback" not in logs.stdout + logs.stderr, logs.stdout + logs.stderr
+    finally:
+        docker("rm", "--force", name, check=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# The trainer image
+# ------------------------------------------------------------------------------------------------
+
+
+def test_trainer_image_holds_the_training_and_pipeline_stack(images):
+    versions = python_in(
+        images["trainer"],
+        "import tensorflow as tf, kfp, kubernetes, kubeflow.training, pycocotools, ai_edge_litert, "
+        "kubedetect; print(tf.__version__, kfp.__version__)",
+    )
+    pins = dict(
+        line.split("==", 1)
+        for line in (REPO / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    tf_version, kfp_version = versions.split()[-2:]
+    assert tf_version == pins["tensorflow_cpu"] and kfp_version == pins["kfp"]
+
+
+def training_entrypoint_present() -> bool:
+    return (REPO / "kubedetect" / "train.py").exists() or (REPO / "kubedetect" / "train").is_dir()
+
+
+def test_trainer_runs_two_workers_with_tf_config_and_exports(images, synth_shards, tmp_path):
+    """Two trainer containers on the host network, each with the TF_CONFIG the Training Operator
+    would give a 2-worker TFJob (hosts mapped to loopback ports): MultiWorkerMirroredStrategy
+    across containers; worker 0 (the chief) exports the model."""
+    if not training_entrypoint_present():
+        pytest.skip("`python -m kubedetect.train` (issue 3) is not in this tree yet")
+    shards = tmp_path / "shards"
+    shutil.copytree(synth_shards, shards)
+    for path in [shards, *shards.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    work = world_writable(tmp_path / "workspace")
+    ports = [free_port(), free_port()]
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    names = [f"kubedetect-test-worker{i}-{uuid.uuid4().hex[:8]}" for i in range(2)]
+    try:
+        for index, name in enumerate(names):
+            tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+            docker(
+                "run", "--detach", "--name", name, "--network", "host",
+                "--env", f"TF_CONFIG={tf_config}",
+                "-v", f"{shards}:/workspace/shards:ro", "-v", f"{work}:/workspace/out",
+                images["trainer"],
+                "python", "-m", "kubedetect.train", "/workspace/shards", "/workspace/out/model",
+                "--epochs", "1", "--checkpoint-dir", "/workspace/out/checkpoints",
+                "--cluster-timeout", "180",
+            )  # fmt: skip
+        codes = {}
+        for name in names:
+            try:
+                codes[name] = int(docker("wait", name, timeout=1200).stdout.strip())
+            except subprocess.TimeoutExpired:
+                codes[name] = None
+        logs = {n: docker("logs", n, check=False) for n in names}
+        report = "\n".join(
+            f"--- {n} (exit {codes[n]})\n{logs[n].stdout[-3000:]}{logs[n].stderr[-3000:]}"
+            for n in names
+        )
+        assert all(code == 0 for code in codes.values()), report
+    finally:
+        for name in names:
+            docker("rm", "--force", name, check=False)
+    model = work / "model"
+    for artifact in ("model.json", "labels.json"):
+        assert (model / artifact).is_file(), f"the chief did not export {artifact}:\n{report}"
+    card = json.loads((model / "model.json").read_text())
+    assert card, "model.json is empty"
+    assert any((work / "checkpoints").iterdir()), "no checkpoint was written"
