@@ -32,10 +32,12 @@ def _data_synth(args: argparse.Namespace) -> int:
 
 
 def _data_check(args: argparse.Namespace) -> int:
+    from kubedetect.config import available_cores
     from kubedetect.data.check import check
 
     data = from_args(DataConfig, args)
-    report = check(args.data_dir, data, workers=args.workers or os.cpu_count() or 1, progress=not args.quiet)
+    workers = args.workers if args.workers > 0 else available_cores()
+    report = check(args.data_dir, data, workers=workers, progress=not args.quiet)
     print(report.summary())
     with open(args.report, "w") as f:
         json.dump(report.to_dict(), f, indent=1)

@@ -76,6 +76,10 @@ def preprocess(
         raise KubedetectError(f"--num-shards must be at least 1, got {count}")
     if config.shard_index is not None and not 0 <= config.shard_index < count:
         raise KubedetectError(f"--shard-index must be in [0, {count}), got {config.shard_index}")
+    if config.image_size < 1:
+        raise KubedetectError(f"--image-size must be at least 1, got {config.image_size}")
+    if not 1 <= config.jpeg_quality <= 100:
+        raise KubedetectError(f"--jpeg-quality must be in [1, 100], got {config.jpeg_quality}")
 
     settings = PrepareSettings(
         root=data_dir,

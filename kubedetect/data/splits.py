@@ -11,6 +11,7 @@ import hashlib
 
 from kubedetect import fs
 from kubedetect.data.report import Problem
+from kubedetect.errors import KubedetectError
 
 SPLITS = ("train", "val", "test")
 _PRECEDENCE = ("test", "val", "train")  # a stem listed twice goes to the first of these
@@ -27,7 +28,7 @@ class SplitPlan:
 
     def __init__(self, root: str, val_fraction: float):
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+            raise KubedetectError(f"--val-fraction must be in [0, 1), got {val_fraction}")
         self.val_fraction = val_fraction
         self.listed: dict[str, str] = {}
         self.problems: list[Problem] = []
