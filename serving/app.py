@@ -17,6 +17,7 @@ import time
 
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.routing import BaseConverter
 
 from kubedetect.config import ServeConfig
 from serving import metrics
@@ -32,6 +33,7 @@ def create_app(config: ServeConfig, *, start: bool = True) -> Flask:
     if not config.model_dir:
         raise ValueError("ServeConfig.model_dir is required (the folder with model.json)")
     app = Flask(__name__, static_folder=None)
+    app.url_map.converters["model"] = ModelName
     app.config.update(MAX_CONTENT_LENGTH=config.max_body_bytes, JSON_SORT_KEYS=False)
     app.json.sort_keys = False
     app.json.compact = True
@@ -56,6 +58,12 @@ def create_app(config: ServeConfig, *, start: bool = True) -> Flask:
     if start:
         app.extensions["kubedetect"].batcher.start()
     return app
+
+
+class ModelName(BaseConverter):
+    """A model name in a route: anything but '/' and ':' (':predict' is KServe V1's verb)."""
+
+    regex = r"[^/:]+"
 
 
 def start_worker(app: Flask) -> None:

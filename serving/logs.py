@@ -25,7 +25,7 @@ class JsonFormatter(logging.Formatter):
             entry["message"] = record.getMessage()
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return json.dumps(entry)  # ASCII: one record is one line, whatever a client sent
 
 
 def _access(atoms) -> dict:

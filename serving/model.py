@@ -15,6 +15,7 @@ and `postprocess` touch no interpreter and run on the request threads, in parall
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,7 @@ from kubedetect.runtime import TFLiteDetector
 from serving.errors import BadRequest, NotAnImage
 
 MAX_DETECTIONS_LIMIT = 1000  # a client may ask for fewer, never for more
+_IN_MEMORY_FILE = re.compile(r"<_io\.BytesIO object at 0x[0-9a-f]+>")
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,8 @@ class DetectorModel:
                 else None
             )
         except ImageError as exc:
-            raise NotAnImage(str(exc)) from None
+            # Pillow names its in-memory file ("<_io.BytesIO object at 0x...>"): no use to a client.
+            raise NotAnImage(_IN_MEMORY_FILE.sub("data", str(exc))) from None
         return Prepared(pixels, width, height, image)
 
     def predict(self, batch: np.ndarray) -> list[dict[str, np.ndarray]]:
@@ -151,6 +154,15 @@ class DetectorModel:
         ]
 
     # -- what clients may ask for ----------------------------------------------------------------
+
+    def parameters_from(self, given: dict) -> DecodeParameters:
+        """Decode parameters from a JSON object, where a key given as null is an error."""
+        if not isinstance(given, dict):
+            raise BadRequest('"parameters": expected an object')
+        for name in ("score_threshold", "max_detections"):
+            if name in given and given[name] is None:
+                raise BadRequest(f"{name}: expected a number, got null")
+        return self.parameters(given.get("score_threshold"), given.get("max_detections"))
 
     def parameters(self, score_threshold=None, max_detections=None) -> DecodeParameters:
         """Decode parameters from a request (strings or numbers), defaulting to the served ones."""

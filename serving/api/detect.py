@@ -47,10 +47,13 @@ def detect():
 
 
 def _param(name: str):
-    value = request.args.get(name)
-    if value is None and request.mimetype == "multipart/form-data":
-        value = request.form.get(name)
-    return value if value not in ("",) else None
+    """A parameter from the query string or, in a form upload, from the form (the query wins;
+    a value given in both places must be valid in both)."""
+    query = request.args.get(name) or None
+    form = request.form.get(name) or None if request.mimetype == "multipart/form-data" else None
+    if query is not None and form is not None:
+        current_service().model.parameters(**{name: form})  # raises BadRequest if invalid
+    return query if query is not None else form
 
 
 def _image_bytes() -> bytes:

@@ -1,8 +1,8 @@
 """KServe's V1 protocol (TensorFlow Serving style): what KServe's clients and tools speak.
 
 - `GET /v1/models`: the served model names.
-- `GET /v1/models/<name>`: `{"name", "ready"}`; 503 while not ready (as KServe answers).
-- `POST /v1/models/<name>:predict` with `{"instances": [{"image": {"b64": "..."}}, ...],
+- `GET /v1/models/<model:name>`: `{"name", "ready"}`; 503 while not ready (as KServe answers).
+- `POST /v1/models/<model:name>:predict` with `{"instances": [{"image": {"b64": "..."}}, ...],
   "parameters": {"score_threshold": 0.3, "max_detections": 100}}` answered with
   `{"predictions": [{"width", "height", "detections": [...]}, ...]}`, one per instance.
 """
@@ -27,7 +27,7 @@ def models():
     return jsonify({"models": [current_service().model.name]})
 
 
-@bp.get("/v1/models/<name>")
+@bp.get("/v1/models/<model:name>")
 def model_ready(name: str):
     service = current_service()
     service.check_model(name)
@@ -39,7 +39,7 @@ def model_ready(name: str):
     return jsonify({"name": name, "ready": True} | service.model.metadata())
 
 
-@bp.post("/v1/models/<name>:predict")
+@bp.post("/v1/models/<model:name>:predict")
 def predict(name: str):
     service = current_service()
     model = service.check_model(name)
@@ -48,10 +48,7 @@ def predict(name: str):
     if not isinstance(instances, list) or not instances:
         raise BadRequest('"instances": expected a non-empty list of {"image": {"b64": "..."}}')
     images = [_instance_image(i, instance) for i, instance in enumerate(instances)]
-    parameters = body.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise BadRequest('"parameters": expected an object')
-    decode = model.parameters(parameters.get("score_threshold"), parameters.get("max_detections"))
+    decode = model.parameters_from(body.get("parameters", {}))
     results = service.detect(images, decode, deadline=g.deadline)
     return jsonify(
         {

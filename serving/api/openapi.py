@@ -40,9 +40,14 @@ ERRORS = {
     "503": _error("Not ready yet, the queue is full, or the request timed out.", retry=True),
 }
 NOT_FOUND = {"404": _error("No such model (or version).")}
-NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
-        "description": "The model's name (see GET /v1/models)."}
-VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+def _name(model_name: str) -> dict:
+    return {"name": "name", "in": "path", "required": True,
+            "schema": {"type": "string", "enum": [model_name]},
+            "description": "The served model's name (GET /v1/models); any other name is a 404."}
+
+
+VERSION = {"name": "version", "in": "path", "required": True,
+           "schema": {"type": "string", "enum": ["1"]}, "description": "The one version, '1'."}
 DECODE_QUERY = [
     {"name": "score_threshold", "in": "query", "required": False,
      "schema": {"type": "number", "minimum": 0, "maximum": 1}, "description": "Lowest score returned."},
@@ -52,6 +57,7 @@ DECODE_QUERY = [
 
 
 def document(model_name: str, max_body_bytes: int) -> dict:
+    name = _name(model_name)
     binary = {"type": "string", "format": "binary"}
     detect_body = {
         "required": True,
@@ -76,7 +82,7 @@ def document(model_name: str, max_body_bytes: int) -> dict:
     v2_infer = {
         "tags": ["Open Inference Protocol (KServe V2)"],
         "summary": "Detect objects in a batch of encoded images",
-        "parameters": [NAME],
+        "parameters": [name],
         "requestBody": {
             "required": True,
             "content": {
@@ -97,7 +103,7 @@ def document(model_name: str, max_body_bytes: int) -> dict:
             "415": _error("An unsupported Content-Encoding."),
         },
     }
-    return {
+    doc = {
         "openapi": "3.0.3",
         "info": {
             "title": "kubedetect inference service",
@@ -136,12 +142,12 @@ def document(model_name: str, max_body_bytes: int) -> dict:
                     "models": {"type": "array", "items": {"type": "string"}}}}, "Names.")},
             }},
             "/v1/models/{name}": {"get": {
-                "tags": ["KServe V1"], "summary": "Model readiness and metadata", "parameters": [NAME],
+                "tags": ["KServe V1"], "summary": "Model readiness and metadata", "parameters": [name],
                 "responses": {"200": _json(_ref("ModelStatus"), "Ready."), **NOT_FOUND,
                               "503": _error("Not ready yet.", retry=True)},
             }},
             "/v1/models/{name}:predict": {"post": {
-                "tags": ["KServe V1"], "summary": "Detect objects in base64 images", "parameters": [NAME],
+                "tags": ["KServe V1"], "summary": "Detect objects in base64 images", "parameters": [name],
                 "requestBody": {"required": True, "content": {JSON: {"schema": _ref("V1Request")}}},
                 "responses": {"200": _json(_ref("V1Response"), "One prediction per instance."),
                               **ERRORS, **NOT_FOUND},
@@ -162,29 +168,29 @@ def document(model_name: str, max_body_bytes: int) -> dict:
             }},
             "/v2/models/{name}": {"get": {
                 "tags": ["Open Inference Protocol (KServe V2)"], "summary": "Model metadata",
-                "parameters": [NAME],
+                "parameters": [name],
                 "responses": {"200": _json(_ref("ModelMetadata"), "Model metadata."), **NOT_FOUND},
             }},
             "/v2/models/{name}/versions/{version}": {"get": {
                 "tags": ["Open Inference Protocol (KServe V2)"], "summary": "Model metadata (a version)",
-                "parameters": [NAME, VERSION],
+                "parameters": [name, VERSION],
                 "responses": {"200": _json(_ref("ModelMetadata"), "Model metadata."), **NOT_FOUND},
             }},
             "/v2/models/{name}/ready": {"get": {
                 "tags": ["Open Inference Protocol (KServe V2)"], "summary": "Model ready",
-                "parameters": [NAME],
+                "parameters": [name],
                 "responses": {"200": _json(_ref("Readiness"), "Ready."), **NOT_FOUND,
                               "503": _error("Not ready yet.", retry=True)},
             }},
             "/v2/models/{name}/versions/{version}/ready": {"get": {
                 "tags": ["Open Inference Protocol (KServe V2)"], "summary": "Model ready (a version)",
-                "parameters": [NAME, VERSION],
+                "parameters": [name, VERSION],
                 "responses": {"200": _json(_ref("Readiness"), "Ready."), **NOT_FOUND,
                               "503": _error("Not ready yet.", retry=True)},
             }},
             "/v2/models/{name}/infer": {"post": v2_infer},
             "/v2/models/{name}/versions/{version}/infer": {
-                "post": v2_infer | {"parameters": [NAME, VERSION], "summary": "Inference (a version)"}
+                "post": v2_infer | {"parameters": [name, VERSION], "summary": "Inference (a version)"}
             },
             "/metrics": {"get": {
                 "tags": ["Operations"], "summary": "Prometheus metrics, summed over workers",
@@ -198,9 +204,23 @@ def document(model_name: str, max_body_bytes: int) -> dict:
         },
         "components": {"schemas": SCHEMAS},
     }
+    # Gunicorn itself refuses a request line over 4094 bytes, before the app sees it.
+    for operations in doc["paths"].values():
+        for operation in operations.values():
+            operation["responses"].setdefault("414", URI_TOO_LONG)
+    return doc
+
+
+URI_TOO_LONG = {
+    "description": "The request line is too long (answered by Gunicorn, as HTML).",
+    "content": {"text/html": {"schema": {"type": "string"}}},
+}
 
 
 _NUMBER = {"type": "number"}
+EXAMPLE_PNG = (  # an 8 x 8 red PNG, base64
+    "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFUlEQVR42mM8ISfHgA0wMeAAg1MCANDKARQfGKMRAAAAAElFTkSuQmCC"
+)
 SCHEMAS = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
     "Box": {"type": "object", "required": ["xmin", "ymin", "xmax", "ymax"],
@@ -219,10 +239,11 @@ SCHEMAS = {
         "instances": {"type": "array", "minItems": 1, "items": {
             "type": "object", "required": ["image"], "properties": {"image": {
                 "type": "object", "required": ["b64"],
-                "properties": {"b64": {"type": "string", "format": "byte"}}}}}},
+                "properties": {"b64": {"type": "string", "format": "byte", "minLength": 4}}}}}},
         "parameters": {"type": "object", "properties": {
             "score_threshold": {"type": "number", "minimum": 0, "maximum": 1},
-            "max_detections": {"type": "integer", "minimum": 1, "maximum": 1000}}}}},
+            "max_detections": {"type": "integer", "minimum": 1, "maximum": 1000}}}},
+        "example": {"instances": [{"image": {"b64": EXAMPLE_PNG}}], "parameters": {"score_threshold": 0.3}}},
     "V1Response": {"type": "object", "required": ["predictions"], "properties": {
         "predictions": {"type": "array", "items": {
             "type": "object", "required": ["width", "height", "detections"], "properties": {
@@ -255,10 +276,12 @@ SCHEMAS = {
                 "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
                 "datatype": {"type": "string", "enum": ["BYTES"]},
                 "parameters": {"type": "object"},
-                "data": {"type": "array", "items": {"type": "string", "format": "byte"},
+                "data": {"type": "array", "items": {"type": "string", "format": "byte", "minLength": 4},
                          "description": "Base64 of each image file."}}}},
         "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
-            "name": {"type": "string"}, "parameters": {"type": "object"}}}}}},
+            "name": {"type": "string"}, "parameters": {"type": "object"}}}}},
+        "example": {"id": "1", "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                                           "data": [EXAMPLE_PNG]}]}},
     "InferenceResponse": {"type": "object", "required": ["model_name", "outputs"], "properties": {
         "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
         "parameters": {"type": "object"},

@@ -69,8 +69,8 @@ def ready():
     return jsonify({"ready": True})
 
 
-@bp.get("/v2/models/<name>")
-@bp.get("/v2/models/<name>/versions/<version>")
+@bp.get("/v2/models/<model:name>")
+@bp.get("/v2/models/<model:name>/versions/<version>")
 def model_metadata(name: str, version: str | None = None):
     model = _model(name, version)
     return jsonify(
@@ -87,8 +87,8 @@ def model_metadata(name: str, version: str | None = None):
     )
 
 
-@bp.get("/v2/models/<name>/ready")
-@bp.get("/v2/models/<name>/versions/<version>/ready")
+@bp.get("/v2/models/<model:name>/ready")
+@bp.get("/v2/models/<model:name>/versions/<version>/ready")
 def model_ready(name: str, version: str | None = None):
     _model(name, version)
     if not current_service().ready:
@@ -99,21 +99,21 @@ def model_ready(name: str, version: str | None = None):
 # -- inference ----------------------------------------------------------------------------------
 
 
-@bp.post("/v2/models/<name>/infer")
-@bp.post("/v2/models/<name>/versions/<version>/infer")
+@bp.post("/v2/models/<model:name>/infer")
+@bp.post("/v2/models/<model:name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None):
     service = current_service()
     model = _model(name, version)
     header, binary = _read_request()
     images = _input_images(header, binary)
-    parameters = header.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise BadRequest('"parameters": expected an object')
-    decode = model.parameters(parameters.get("score_threshold"), parameters.get("max_detections"))
+    parameters = header.get("parameters", {})
+    decode = model.parameters_from(parameters)
     wanted = _requested_outputs(header, parameters)
+    if "id" in header and not isinstance(header["id"], str):
+        raise BadRequest('"id": expected a string')
     results = service.detect(images, decode, deadline=g.deadline)
     response = {"model_name": model.name, "model_version": VERSION}
-    if isinstance(header.get("id"), str):
+    if "id" in header:
         response["id"] = header["id"]
     tensors = _output_tensors(results, model.classes)
     response["outputs"], blobs = [], []
@@ -195,7 +195,7 @@ def _input_images(header: dict, binary: bytes) -> list[bytes]:
     ):
         raise BadRequest(f"input {INPUT!r}: shape must be [N] or [N, 1], got {shape!r}")
     count = math.prod(shape)
-    parameters = tensor.get("parameters") or {}
+    parameters = tensor.get("parameters", {})
     if not isinstance(parameters, dict):
         raise BadRequest(f"input {INPUT!r}: parameters must be an object")
     if "binary_data_size" in parameters:
@@ -261,22 +261,30 @@ def _image_file(element: bytes, index: int) -> bytes:
 
 def _requested_outputs(header: dict, parameters: dict) -> list[tuple[str, bool]]:
     """Which outputs to send, each with whether it goes in binary."""
-    default_binary = parameters.get("binary_data_output") is True
-    requested = header.get("outputs")
-    if requested is None:
+    default_binary = _flag(parameters, "binary_data_output", "parameters")
+    if "outputs" not in header:
         return [(name, default_binary) for name in OUTPUTS]
+    requested = header["outputs"]
     if not isinstance(requested, list):
         raise BadRequest('"outputs": expected a list of {"name": ...}')
     wanted = []
     for item in requested:
         name = item.get("name") if isinstance(item, dict) else None
-        if name not in OUTPUTS:
+        if not isinstance(name, str) or name not in OUTPUTS:
             raise BadRequest(f"unknown output {name!r}; the outputs are {', '.join(OUTPUTS)}")
-        out_parameters = item.get("parameters") or {}
+        out_parameters = item.get("parameters", {})
         if not isinstance(out_parameters, dict):
             raise BadRequest(f"output {name!r}: parameters must be an object")
-        wanted.append((name, out_parameters.get("binary_data", default_binary) is True))
+        binary = _flag(out_parameters, "binary_data", f"output {name!r}", default=default_binary)
+        wanted.append((name, binary))
     return wanted
+
+
+def _flag(parameters: dict, key: str, where: str, default: bool = False) -> bool:
+    value = parameters.get(key, default)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{where}: {key} must be true or false, got {value!r}")
+    return value
 
 
 def _output_tensors(results: list[ImageResult], classes) -> dict[str, tuple[str, np.ndarray]]:

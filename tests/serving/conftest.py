@@ -180,7 +180,9 @@ class Server:
     def json_log(self) -> list[dict]:
         """The log lines that are JSON objects (LiteRT's C++ runtime prints one plain line)."""
         entries = []
-        for line in self.log().splitlines():
+        text = self.log()
+        complete = text[: text.rfind("\n") + 1]  # the server may be writing the last line now
+        for line in complete.split("\n"):
             if line.startswith("{"):
                 entries.append(json.loads(line))
         return entries
