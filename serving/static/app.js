@@ -3,7 +3,7 @@
 // filters what came back, so it responds at once.
 "use strict";
 
-const LOWEST = 0.05;
+const LOWEST = 0.01;  // the slider's lowest value: the server is asked once, at this threshold
 const $ = (id) => document.getElementById(id);
 let image = null;       // the chosen image, as an HTMLImageElement
 let detections = [];    // everything the server found at the lowest threshold
