@@ -7,7 +7,7 @@ its record counts, checksums and problems; `merge_shards` turns the parts into `
 A full run ends with the same merge, so one run and K shard runs produce the same bytes.
 
 Within a run, images are decoded, checked, resized and JPEG-encoded by a pool of processes
-(`kubedetect.parallel.ordered_map`); this process only serialises examples and writes files,
+(`kubedetect.parallel.OrderedPool`); this process only serialises examples and writes files,
 in a fixed order, so the output does not depend on the number of workers.
 """
 
@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from functools import partial
 from itertools import groupby
 
-import tensorflow as tf
 from tqdm import tqdm
 
 from kubedetect import fs
@@ -34,7 +33,6 @@ from kubedetect.data.splits import SPLITS
 from kubedetect.errors import KubedetectError, UnusableInputError
 from kubedetect.labels import ClassMap
 from kubedetect.parallel import OrderedPool
-from kubedetect.records import to_example
 
 FORMAT = "kubedetect.dataset/v1"
 MANIFEST = "dataset.json"
@@ -133,6 +131,12 @@ def _write_shard(
     config: PreprocessConfig,
 ) -> dict:
     """Write one shard's TFRecord files (one per split) and its part file."""
+    # TensorFlow only here, where TFRecords are written: merge_shards and the manifest readers
+    # work without it (a merge step needs no TensorFlow, and starts in a fraction of a second).
+    import tensorflow as tf  # noqa: PLC0415
+
+    from kubedetect.records import to_example  # noqa: PLC0415 - imports TensorFlow
+
     paths = {s: fs.join(out_dir, shard_file(s, index, count)) for s in splits}
     writers = {s: tf.io.TFRecordWriter(paths[s] + ".tmp") for s in splits}
     problems: list[Problem] = list(dataset.problems)
@@ -257,7 +261,11 @@ def report_of(manifest: dict) -> Report:
 
 
 def _settings(config: PreprocessConfig, classes: ClassMap) -> dict:
-    return {"image_size": config.image_size, "jpeg_quality": config.jpeg_quality, "classes": list(classes.names)}
+    return {
+        "image_size": config.image_size,
+        "jpeg_quality": config.jpeg_quality,
+        "classes": list(classes.names),
+    }
 
 
 def _remove_previous_outputs(out_dir: str) -> None:
