@@ -64,9 +64,8 @@ def decode_image(
             "(possible decompression bomb)"
         )
     orientation = _orientation(image)
-    width, height = (
-        (raw_height, raw_width) if orientation in _TRANSPOSING_ORIENTATIONS else (raw_width, raw_height)
-    )
+    transposed = orientation in _TRANSPOSING_ORIENTATIONS
+    width, height = (raw_height, raw_width) if transposed else (raw_width, raw_height)
     fmt = image.format or "unknown"
     try:
         if draft_size and fmt == "JPEG":

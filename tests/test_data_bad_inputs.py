@@ -273,6 +273,11 @@ def test_report_details_say_what_was_wrong_and_what_was_done(corpus_report):
     assert any("inverted" in d for d in boxes)
     assert any("outside" in d for d in boxes)
     assert all(d.endswith("dropped") for d in boxes)
+    # Each names the object's position in the XML (counting from 0), dropped or not.
+    assert sorted(d.split()[1] for d in boxes) == ["0", "1", "4"]
+    clipped = details(r, "clipped_box", "Annotations/boxes.xml")
+    assert sorted(d.split()[1] for d in clipped) == ["2", "3"]
+    assert details(r, "bad_object", "Annotations/bad_object.xml")[0].startswith("object 1:")
     assert all(d.endswith("clipped") for d in details(r, "clipped_box", "Annotations/boxes.xml"))
     assert "truncated or corrupt" in details(r, "bad_image", "JPEGImages/truncated.jpg")[0]
     assert "decompression bomb" in details(r, "bad_image", "JPEGImages/bomb.png")[0]

@@ -13,9 +13,15 @@ from kubedetect.data.scan import scan
 from kubedetect.parallel import OrderedPool
 
 
-def check(root: str, config: DataConfig = DataConfig(), *, workers: int = 1, progress: bool = True) -> Report:
+def check(
+    root: str, config: DataConfig = DataConfig(), *, workers: int = 1, progress: bool = True
+) -> Report:
     settings = PrepareSettings(
-        root=root, image_size=512, jpeg_quality=0, max_image_pixels=config.max_image_pixels, encode=False
+        root=root,
+        image_size=512,
+        jpeg_quality=0,
+        max_image_pixels=config.max_image_pixels,
+        encode=False,
     )
     images = []
     # The workers start while this process scans the annotations.

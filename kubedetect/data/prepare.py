@@ -47,15 +47,20 @@ def prepare(record: Record, settings: PrepareSettings) -> Prepared:
     try:
         data = fs.read_bytes(fs.join(settings.root, record.image))
     except OSError as exc:
-        return Prepared(record, False, (Problem(source, "bad_image", f"not readable ({exc}): skipped"),))
+        problem = Problem(source, "bad_image", f"not readable ({exc}): skipped")
+        return Prepared(record, False, (problem,))
     digest = hashlib.sha256(data).hexdigest()
     try:
         decoded = decode_image(
-            data, max_pixels=settings.max_image_pixels, draft_size=settings.image_size, source=source
+            data,
+            max_pixels=settings.max_image_pixels,
+            draft_size=settings.image_size,
+            source=source,
         )
     except ImageError as exc:
         detail = str(exc).removeprefix(f"{source}: ")
-        return Prepared(record, False, (Problem(source, "bad_image", f"{detail}: skipped"),), digest)
+        problem = Problem(source, "bad_image", f"{detail}: skipped")
+        return Prepared(record, False, (problem,), digest)
 
     problems: list[Problem] = []
     width, height = decoded.width, decoded.height
@@ -72,18 +77,25 @@ def prepare(record: Record, settings: PrepareSettings) -> Prepared:
         )
 
     kept = []
-    for i, box in enumerate(record.boxes):
+    for box in record.boxes:
         x0, y0, x1, y1 = box.xmin * sx, box.ymin * sy, box.xmax * sx, box.ymax * sy
         cx0, cy0 = min(max(x0, 0.0), width), min(max(y0, 0.0), height)
         cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
+        where = f"object {box.index} [{x0:g}, {y0:g}, {x1:g}, {y1:g}]"
         if cx1 <= cx0 or cy1 <= cy0:
             problems.append(
-                Problem(record.key, "degenerate_box", f"box {i} [{x0:g}, {y0:g}, {x1:g}, {y1:g}] lies outside the {width}x{height} image: dropped")
+                Problem(
+                    record.key, "degenerate_box",
+                    f"{where} lies outside the {width}x{height} image: dropped",
+                )
             )
             continue
         if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):
             problems.append(
-                Problem(record.key, "clipped_box", f"box {i} [{x0:g}, {y0:g}, {x1:g}, {y1:g}] exceeds the {width}x{height} image: clipped")
+                Problem(
+                    record.key, "clipped_box",
+                    f"{where} exceeds the {width}x{height} image: clipped",
+                )
             )
         kept.append((cx0 / width, cy0 / height, cx1 / width, cy1 / height, box))
 

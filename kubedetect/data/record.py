@@ -21,6 +21,7 @@ class Box:
     class_id: int
     difficult: bool = False
     truncated: bool = False
+    index: int = 0  # the <object>'s position in its XML file, so that reports can point at it
 
 
 @dataclass(frozen=True)

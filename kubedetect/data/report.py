@@ -12,11 +12,15 @@ from dataclasses import asdict, dataclass
 
 # kind -> what kubedetect does about it (documented in docs/DATA.md)
 KINDS = {
-    "bad_xml": "annotation not readable or unsafe (not XML, entities, wrong structure): file skipped",
+    "bad_xml": (
+        "annotation not readable or unsafe (not XML, entities, wrong structure): file skipped"
+    ),
     "bad_object": "object without a name or a numeric bndbox: object dropped",
     "missing_image": "no image file matches the annotation's <filename>: annotation skipped",
     "ambiguous_image": "several image files match the annotation's <filename>: annotation skipped",
-    "duplicate_image": "image used by two annotations (later one skipped), or same bytes as another (both kept)",
+    "duplicate_image": (
+        "image used by two annotations (later one skipped), or same bytes as another (both kept)"
+    ),
     "bad_image": "image undecodable, truncated or over the pixel limit: image skipped",
     "size_mismatch": "<size> disagrees with the real image: boxes rescaled to the real size",
     "degenerate_box": "zero-area or inverted box: box dropped",

@@ -99,7 +99,9 @@ def scan(root: str, config: DataConfig = DataConfig(), *, progress: bool = False
 
     for rel in files.images:
         if rel not in used_by:
-            problems.append(Problem(rel, "unlabelled_image", "no annotation refers to it: not used"))
+            problems.append(
+                Problem(rel, "unlabelled_image", "no annotation refers to it: not used")
+            )
     return Dataset(root, tuple(records), classes, tuple(sorted(problems)))
 
 
@@ -115,21 +117,25 @@ def _class_map(annotations: list[Annotation], config: DataConfig) -> ClassMap:
 def _boxes(annotation: Annotation, classes: ClassMap) -> tuple[tuple[Box, ...], list[Problem]]:
     boxes: list[Box] = []
     problems: list[Problem] = []
-    for i, obj in enumerate(annotation.objects):
+    for obj in annotation.objects:
         coords = f"[{obj.xmin:g}, {obj.ymin:g}, {obj.xmax:g}, {obj.ymax:g}]"
+        where = f"object {obj.index} '{obj.name}'"
         if obj.name not in classes:
             problems.append(
-                Problem(annotation.file, "unknown_class", f"object {i} '{obj.name}' is not a known class: dropped")
+                Problem(annotation.file, "unknown_class", f"{where} is not a known class: dropped")
             )
             continue
         if obj.xmax <= obj.xmin or obj.ymax <= obj.ymin:
             shape = "inverted" if obj.xmax < obj.xmin or obj.ymax < obj.ymin else "zero-area"
             problems.append(
-                Problem(annotation.file, "degenerate_box", f"object {i} '{obj.name}' {coords} is {shape}: dropped")
+                Problem(annotation.file, "degenerate_box", f"{where} {coords} is {shape}: dropped")
             )
             continue
         boxes.append(
-            Box(obj.xmin, obj.ymin, obj.xmax, obj.ymax, classes.id(obj.name), obj.difficult, obj.truncated)
+            Box(
+                obj.xmin, obj.ymin, obj.xmax, obj.ymax, classes.id(obj.name),
+                difficult=obj.difficult, truncated=obj.truncated, index=obj.index,
+            )
         )
     return tuple(boxes), problems
 
@@ -142,5 +148,7 @@ def _unmatched(annotation: Annotation, candidates: tuple[str, ...]) -> Problem:
             f"<filename> {annotation.filename!r} matches {', '.join(candidates)}: skipped",
         )
     return Problem(
-        annotation.file, "missing_image", f"no image named {annotation.filename!r} under the data folder: skipped"
+        annotation.file,
+        "missing_image",
+        f"no image named {annotation.filename!r} under the data folder: skipped",
     )

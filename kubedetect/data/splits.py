@@ -51,7 +51,8 @@ class SplitPlan:
                         Problem(
                             f"ImageSets/Main/{split}.txt",
                             "split_conflict",
-                            f"'{stem}' is also in {self.listed[stem]}.txt: kept in {self.listed[stem]}",
+                            f"'{stem}' is also in {self.listed[stem]}.txt: "
+                            f"kept in {self.listed[stem]}",
                         )
                     )
                     continue

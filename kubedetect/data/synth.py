@@ -98,7 +98,8 @@ def _background(rng: np.random.Generator, width: int, height: int) -> Image.Imag
     for _ in range(int(rng.integers(2, 7))):  # clutter: lines that are not objects
         x0, x1 = rng.uniform(0, width, size=2)
         y0, y1 = rng.uniform(0, height, size=2)
-        shade = tuple(int(v) for v in np.clip(gradient.mean(axis=(0, 1)) + rng.normal(0, 40, 3), 0, 255))
+        mean = gradient.mean(axis=(0, 1))
+        shade = tuple(int(v) for v in np.clip(mean + rng.normal(0, 40, 3), 0, 255))
         draw.line([(x0, y0), (x1, y1)], fill=shade, width=int(rng.integers(1, 4)))
     return image
 

@@ -27,6 +27,7 @@ class VocObject:
     ymax: float
     difficult: bool = False
     truncated: bool = False
+    index: int = 0  # position among the file's <object> elements, counting malformed ones
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def parse_voc(data: bytes, file: str, *, max_bytes: int = 10_000_000) -> Annotat
     problems: list[Problem] = []
     for index, node in enumerate(root.iterfind("object")):
         try:
-            objects.append(_object(node))
+            objects.append(_object(node, index))
         except ValueError as exc:
             problems.append(Problem(file, "bad_object", f"object {index}: {exc}: dropped"))
     return Annotation(file, filename, width, height, tuple(objects), tuple(problems))
@@ -119,7 +120,7 @@ def _size(root: etree._Element, file: str) -> tuple[int | None, int | None]:
     return width, height
 
 
-def _object(node: etree._Element) -> VocObject:
+def _object(node: etree._Element, index: int) -> VocObject:
     name = _text(node, "name")
     if not name:
         raise ValueError("no <name>")
@@ -136,7 +137,10 @@ def _object(node: etree._Element) -> VocObject:
         if not math.isfinite(value):
             raise ValueError(f"'{name}' has a non-finite <{tag}>")
         coords.append(value)
-    return VocObject(name, *coords, difficult=_flag(node, "difficult"), truncated=_flag(node, "truncated"))
+    return VocObject(
+        name, *coords,
+        difficult=_flag(node, "difficult"), truncated=_flag(node, "truncated"), index=index,
+    )
 
 
 def _flag(node: etree._Element, tag: str) -> bool:
