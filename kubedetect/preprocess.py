@@ -27,7 +27,7 @@ from kubedetect import fs
 from kubedetect.config import DataConfig, PreprocessConfig
 from kubedetect.data.check import summary_of
 from kubedetect.data.prepare import Prepared, PrepareSettings, prepare_many
-from kubedetect.data.report import ImageSummary, Problem, Report, summarize
+from kubedetect.data.report import ImageSummary, Problem, Report, describe, summarize
 from kubedetect.data.scan import Dataset, Record, scan
 from kubedetect.data.splits import SPLITS
 from kubedetect.errors import KubedetectError, UnusableInputError
@@ -91,7 +91,8 @@ def preprocess(
         dataset = scan(data_dir, data, progress=config.progress)
         if not dataset.records:
             raise UnusableInputError(
-                f"{data_dir}: no annotation with a usable image (see the problems)"
+                f"{data_dir}: no annotation has an image to use ({describe(dataset.problems)}); "
+                f"`kubedetect data check {data_dir}` writes the full report"
             )
         fs.makedirs(out_dir)
         if config.shard_index is None:

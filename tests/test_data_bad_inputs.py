@@ -370,16 +370,21 @@ def test_data_check_strict_exits_1_on_problems(corpus, tmp_path):
     assert f"{sum(EXPECTED.values())} problems" in result.stderr
 
 
-@pytest.mark.parametrize("layout", ["empty", "no_xml", "absent"])
+@pytest.mark.parametrize("layout", ["empty", "no_xml", "absent", "only_bad_xml"])
 def test_unusable_input_exits_2(tmp_path, layout):
     folder = tmp_path / "data"
     if layout != "absent":
         folder.mkdir()
     if layout == "no_xml":
         write(folder / "JPEGImages" / "a.jpg", jpeg_bytes(photo(32, 32)))
+    if layout == "only_bad_xml":
+        write(folder / "a.xml", "width,height")
+        write(folder / "b.xml", "<annotation><filename>b.jpg</filename>")
     check_run = kubedetect("data", "check", folder, "--report", tmp_path / "r.json", "--quiet")
     assert check_run.returncode == 2
     assert str(folder) in check_run.stderr and "Traceback" not in check_run.stderr
+    if layout == "only_bad_xml":  # the error says why, as no report is written
+        assert "2 bad_xml; first: a.xml: not well-formed XML" in check_run.stderr
 
 
 def test_preprocess_cli_completes_on_the_corpus_and_refuses_an_empty_folder(

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 import tensorflow as tf
-from test_data_support import add_image, kubedetect, output_bytes, read_manifest, read_shards
+from test_data_support import (
+    add_image,
+    kubedetect,
+    output_bytes,
+    read_manifest,
+    read_shards,
+    voc_xml,
+    write,
+)
 
 from kubedetect.config import DataConfig, PreprocessConfig
 from kubedetect.errors import KubedetectError, UnusableInputError
@@ -199,3 +207,12 @@ def test_out_of_range_val_fraction_is_a_clear_error(synth_dir, tmp_path):
     )
     assert result.returncode == 1
     assert "--val-fraction must be in [0, 1)" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_preprocess_with_no_image_to_use_says_why(tmp_path):
+    write(tmp_path / "data" / "a.xml", voc_xml("a.jpg", (40, 30), [("cat", 1, 1, 20, 20)]))
+    with pytest.raises(UnusableInputError) as error:
+        run(tmp_path / "data", tmp_path / "out")
+    assert error.value.exit_code == 2
+    assert "no annotation has an image to use (1 missing_image; first: a.xml:" in str(error.value)
+    assert "kubedetect data check" in str(error.value)

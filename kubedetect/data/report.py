@@ -142,3 +142,14 @@ def summarize(
         problems=tuple(sorted(problems)),
         objects_per_class={name: per_class.get(name, 0) for name in classes},
     )
+
+
+def describe(problems: Iterable[Problem]) -> str:
+    """Problems in one line, for an error that stops a run before any report is written: the
+    count of each kind and the first one in full."""
+    problems = sorted(problems)
+    if not problems:
+        return "no problems found"
+    counts = Counter(p.kind for p in problems)
+    kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items()))
+    return f"{kinds}; first: {problems[0].file}: {problems[0].detail}"

@@ -17,7 +17,7 @@ from kubedetect import fs
 from kubedetect.config import DataConfig
 from kubedetect.data.layout import ImageIndex, discover
 from kubedetect.data.record import Box, Record
-from kubedetect.data.report import Problem
+from kubedetect.data.report import Problem, describe
 from kubedetect.data.splits import SplitPlan
 from kubedetect.data.voc import Annotation, parse_voc
 from kubedetect.errors import AnnotationError, UnusableInputError
@@ -57,7 +57,7 @@ def scan(root: str, config: DataConfig = DataConfig(), *, progress: bool = False
         annotations.append(annotation)
         problems.extend(annotation.problems)
 
-    classes = _class_map(annotations, config)
+    classes = _class_map(root, annotations, config, problems)
     plan = SplitPlan(root, config.val_fraction)
     problems.extend(plan.problems)
     index = ImageIndex(files)
@@ -105,12 +105,17 @@ def scan(root: str, config: DataConfig = DataConfig(), *, progress: bool = False
     return Dataset(root, tuple(records), classes, tuple(sorted(problems)))
 
 
-def _class_map(annotations: list[Annotation], config: DataConfig) -> ClassMap:
+def _class_map(
+    root: str, annotations: list[Annotation], config: DataConfig, problems: list[Problem]
+) -> ClassMap:
     if config.classes:
         return ClassMap.from_list(config.classes)
     names = {obj.name for a in annotations for obj in a.objects}
     if not names:
-        raise UnusableInputError("no annotation names any object, so there are no classes to learn")
+        raise UnusableInputError(
+            f"{root}: no annotation names any object, so there are no classes to learn "
+            f"({describe(problems)})"
+        )
     return ClassMap.from_data(names)
 
 
