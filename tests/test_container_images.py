@@ -16,6 +16,7 @@ tests skip, saying so; under KUBEDETECT_REQUIRE_DOCKER=1 (CI) they fail instead.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -240,32 +241,50 @@ def wait_until_ready(url: str, container: str, tries: int = 240) -> None:
     pytest.fail(f"{url} never answered 200:\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}")
 
 
-def test_server_serves_a_quantized_model_read_only_and_non_root(images, quantized_model):
+@contextlib.contextmanager
+def serving(image: str, model_dir: Path, workers: int = 2):
+    """The server image serving `model_dir` as a pod would run it: non-root, read-only root,
+    a tmpfs /tmp, no capabilities, the model mounted read-only; bound to 127.0.0.1 only."""
     port = free_port()
     name = f"kubedetect-test-server-{uuid.uuid4().hex[:8]}"
     docker(
         "run", "--detach", "--name", name, "--network", "host",
         "--read-only", "--tmpfs", "/tmp:rw,size=64m",
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-        "-v", f"{quantized_model}:/models/serving:ro",
-        images["server"], "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
+        "-v", f"{model_dir}:/models/serving:ro",
+        image, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(f"{base}/v2/health/ready", name)
+        yield name, base
+    finally:
+        docker("rm", "--force", name, check=False)
+
+
+def detect(base: str, width: int = 200, height: int = 150) -> dict:
+    status, body = http(
+        "POST", f"{base}/v1/detect", jpeg(width, height), {"Content-Type": "image/jpeg"}
+    )
+    assert status == 200, body
+    answer = json.loads(body)
+    assert (answer["width"], answer["height"]) == (width, height)
+    assert isinstance(answer["detections"], list)
+    for detection in answer["detections"]:
+        assert isinstance(detection["label"], str) and isinstance(detection["class_id"], int)
+        box = detection["box"]
+        assert (
+            0 <= box["xmin"] <= box["xmax"] <= width and 0 <= box["ymin"] <= box["ymax"] <= height
+        )
+    return answer
+
+
+def test_server_serves_a_quantized_model_read_only_and_non_root(images, quantized_model):
+    with serving(images["server"], quantized_model) as (name, base):
         status, body = http("GET", f"{base}/v2/health/live")
         assert status == 200, body
-
-        picture = jpeg(200, 150)
-        status, body = http("POST", f"{base}/v1/detect", picture, {"Content-Type": "image/jpeg"})
-        assert status == 200, body
-        answer = json.loads(body)
-        assert (answer["width"], answer["height"]) == (200, 150)
-        assert isinstance(answer["detections"], list)
-        for detection in answer["detections"]:
+        for detection in detect(base)["detections"]:
             assert detection["label"] in ("circle", "square", "triangle")
-            box = detection["box"]
-            assert 0 <= box["xmin"] <= box["xmax"] <= 200 and 0 <= box["ymin"] <= box["ymax"] <= 150
 
         # A client error is a 4xx with a JSON body, even here.
         status, body = http(
@@ -288,8 +307,6 @@ def test_server_serves_a_quantized_model_read_only_and_non_root(images, quantize
         logs = docker("logs", name, check=False)
         assert state["ExitCode"] == 0, f"exit {state['ExitCode']}:\n{logs.stdout}{logs.stderr}"
         assert "Traceback" not in logs.stdout + logs.stderr, logs.stdout + logs.stderr
-    finally:
-        docker("rm", "--force", name, check=False)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -316,20 +333,23 @@ def training_entrypoint_present() -> bool:
     return (REPO / "kubedetect" / "train.py").exists() or (REPO / "kubedetect" / "train").is_dir()
 
 
-def test_trainer_runs_two_workers_with_tf_config_and_exports(images, synth_shards, tmp_path):
+@pytest.fixture(scope="module")
+def two_worker_training(images, synth_shards, tmp_path_factory) -> dict:
     """Two trainer containers on the host network, each with the TF_CONFIG the Training Operator
-    would give a 2-worker TFJob (hosts mapped to loopback ports): MultiWorkerMirroredStrategy
-    across containers; worker 0 (the chief) exports the model."""
+    would give a 2-worker TFJob (the hosts mapped to loopback ports), sharing a workspace folder
+    as the pods share the workspace PVC."""
     if not training_entrypoint_present():
         pytest.skip("`python -m kubedetect.train` (issue 3) is not in this tree yet")
-    shards = tmp_path / "shards"
+    root = tmp_path_factory.mktemp("training")
+    shards = root / "shards"
     shutil.copytree(synth_shards, shards)
     for path in [shards, *shards.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
-    work = world_writable(tmp_path / "workspace")
+    work = world_writable(root / "workspace")
     ports = [free_port(), free_port()]
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     names = [f"kubedetect-test-worker{i}-{uuid.uuid4().hex[:8]}" for i in range(2)]
+    codes: dict[str, int | None] = {}
     try:
         for index, name in enumerate(names):
             tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
@@ -342,24 +362,62 @@ def test_trainer_runs_two_workers_with_tf_config_and_exports(images, synth_shard
                 "--epochs", "1", "--checkpoint-dir", "/workspace/out/checkpoints",
                 "--cluster-timeout", "180",
             )  # fmt: skip
-        codes = {}
         for name in names:
             try:
                 codes[name] = int(docker("wait", name, timeout=1200).stdout.strip())
             except subprocess.TimeoutExpired:
                 codes[name] = None
         logs = {n: docker("logs", n, check=False) for n in names}
-        report = "\n".join(
-            f"--- {n} (exit {codes[n]})\n{logs[n].stdout[-3000:]}{logs[n].stderr[-3000:]}"
-            for n in names
-        )
-        assert all(code == 0 for code in codes.values()), report
     finally:
         for name in names:
             docker("rm", "--force", name, check=False)
-    model = work / "model"
+    report = "\n".join(
+        f"--- {n} (exit {codes.get(n)})\n{logs[n].stdout[-3000:]}{logs[n].stderr[-3000:]}"
+        for n in names
+    )
+    return {"codes": codes, "report": report, "shards": shards, "workspace": work}
+
+
+def test_trainer_runs_two_workers_with_tf_config_and_exports(two_worker_training):
+    """MultiWorkerMirroredStrategy across two containers; worker 0 (the chief) exports."""
+    run = two_worker_training
+    assert all(code == 0 for code in run["codes"].values()), run["report"]
+    model = run["workspace"] / "model"
     for artifact in ("model.json", "labels.json"):
-        assert (model / artifact).is_file(), f"the chief did not export {artifact}:\n{report}"
-    card = json.loads((model / "model.json").read_text())
-    assert card, "model.json is empty"
-    assert any((work / "checkpoints").iterdir()), "no checkpoint was written"
+        assert (model / artifact).is_file(), (
+            f"the chief did not export {artifact}:\n{run['report']}"
+        )
+    assert json.loads((model / "model.json").read_text()), "model.json is empty"
+    assert any((run["workspace"] / "checkpoints").iterdir()), "no checkpoint was written"
+
+
+def test_a_model_trained_in_containers_is_quantized_and_served(images, two_worker_training):
+    """The whole chain across the images: trained by two trainer containers, quantized to int8
+    by the trainer image (`kubedetect quantize`), served by the server image."""
+    run = two_worker_training
+    assert all(code == 0 for code in run["codes"].values()), "training failed:\n" + run["report"]
+    has_quantize = docker(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        images["trainer"],
+        "kubedetect",
+        "quantize",
+        "--help",
+        check=False,
+    )
+    if has_quantize.returncode != 0:
+        pytest.skip("`kubedetect quantize` (issue 3) is not in this tree yet")
+    work = run["workspace"]
+    docker(
+        "run", "--rm", "--network", "none",
+        "-v", f"{run['shards']}:/workspace/shards:ro", "-v", f"{work}:/workspace/out",
+        images["trainer"], "kubedetect", "quantize", "/workspace/out/model",
+        "/workspace/out/quantized", "--mode", "int8",
+        timeout=900,
+    )  # fmt: skip
+    model = work / "quantized" / "int8"
+    assert (model / "model.tflite").is_file() and (model / "model.json").is_file()
+    with serving(images["server"], model, workers=1) as (_, base):
+        detect(base)
