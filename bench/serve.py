@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import base64
 import collections
+import contextlib
 import json
 import os
 import shutil
@@ -96,14 +97,27 @@ def untrained_model(out_dir: Path, input_size: int = 256) -> Path:
 
     classes = ("circle", "square", "triangle")
     source = ModelCard(
-        kind="keras", variant="float", file="model.keras", sha256="0" * 64, classes=classes,
-        input_size=input_size, stride=4, input=TensorSpec("image", "float32"),
+        kind="keras",
+        variant="float",
+        file="model.keras",
+        sha256="0" * 64,
+        classes=classes,
+        input_size=input_size,
+        stride=4,
+        input=TensorSpec("image", "float32"),
         outputs={n: TensorSpec(n, "float32") for n in ("heatmap", "size", "offset")},
         provenance={"note": "untrained, for bench.serve"},
     )
     rng = np.random.default_rng(0)
-    calibration = [rng.integers(0, 256, (1, input_size, input_size, 3)).astype(np.float32) for _ in range(16)]
-    write_variant(str(out_dir), "int8", convert(build_detector(len(classes), input_size), "int8", calibration), source)
+    calibration = [
+        rng.integers(0, 256, (1, input_size, input_size, 3)).astype(np.float32) for _ in range(16)
+    ]
+    write_variant(
+        str(out_dir),
+        "int8",
+        convert(build_detector(len(classes), input_size), "int8", calibration),
+        source,
+    )
     return out_dir / "int8"
 
 
@@ -112,6 +126,10 @@ def images(out_dir: Path, count: int = 24) -> list[Path]:
 
     synthesize(str(out_dir), count, seed=3, progress=False)
     return sorted((out_dir / "JPEGImages").glob("*.jpg"))
+
+
+def log_file(path: Path):
+    return open(path, "wb")  # noqa: SIM115 - the child process writes it until it is stopped
 
 
 def free_port() -> int:
@@ -181,32 +199,70 @@ def run_bare(model_dir: Path, files: list[Path], concurrency: int, duration: flo
         prepared = [model.preprocess(data[(n + i) % len(data)]) for i in range(batch)]
         outputs = model.predict(np.stack([p.pixels for p in prepared]))
         for p, out in zip(prepared, outputs, strict=True):
-            json.dumps([d.to_dict() for d in model.postprocess(out, p.width, p.height, model.defaults)])
+            json.dumps(
+                [d.to_dict() for d in model.postprocess(out, p.width, p.height, model.defaults)]
+            )
         now = time.perf_counter()
         latencies += [now - t for t in taken]
         issued.extend([now] * batch)
         n += batch
     elapsed = time.perf_counter() - start
     ms = np.array(latencies) * 1000
-    return {"rps": n / elapsed, "p50": np.percentile(ms, 50), "p95": np.percentile(ms, 95),
-            "p99": np.percentile(ms, 99), "errors": 0, "requests": n}
+    return {
+        "rps": n / elapsed,
+        "p50": np.percentile(ms, 50),
+        "p95": np.percentile(ms, 95),
+        "p99": np.percentile(ms, 99),
+        "errors": 0,
+        "requests": n,
+    }
 
 
-def run_wrk(wrk: str, script: Path, url: str, bodies: list[Path], content_type: str,
-            concurrency: int, duration: float) -> dict:
+def run_wrk(
+    wrk: str,
+    script: Path,
+    url: str,
+    bodies: list[Path],
+    content_type: str,
+    concurrency: int,
+    duration: float,
+) -> dict:
     threads = 1 if concurrency == 1 else 2
     done = subprocess.run(
-        [wrk, "-t", str(threads), "-c", str(concurrency), "-d", f"{int(duration)}s", "--timeout", "10s",
-         "-s", str(script), url, "--", content_type, *map(str, bodies)],
-        capture_output=True, text=True, timeout=duration + 60,
+        [
+            wrk,
+            "-t",
+            str(threads),
+            "-c",
+            str(concurrency),
+            "-d",
+            f"{int(duration)}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+            "--",
+            content_type,
+            *map(str, bodies),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
     )
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
         raise RuntimeError(f"wrk failed: {done.stdout}\n{done.stderr}")
     r = json.loads(line.removeprefix("RESULT "))
     errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
-    return {"rps": r["requests"] / (r["duration_us"] / 1e6), "p50": r["p50"] / 1000, "p95": r["p95"] / 1000,
-            "p99": r["p99"] / 1000, "errors": errors, "requests": r["requests"]}
+    return {
+        "rps": r["requests"] / (r["duration_us"] / 1e6),
+        "p50": r["p50"] / 1000,
+        "p95": r["p95"] / 1000,
+        "p99": r["p99"] / 1000,
+        "errors": errors,
+        "requests": r["requests"],
+    }
 
 
 class RssSampler(threading.Thread):
@@ -220,20 +276,37 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.halt.wait(1.0):
-            try:
-                self.samples.append((time.monotonic(), {p: rss_mb(p) for p in children(self.master)}))
-            except (FileNotFoundError, ProcessLookupError):
-                pass
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                self.samples.append(
+                    (time.monotonic(), {p: rss_mb(p) for p in children(self.master)})
+                )
 
 
 def start_kubedetect(model_dir: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(workdir / "metrics"), HOME=str(workdir))
     process = subprocess.Popen(
-        [sys.executable, "-m", "kubedetect.cli", "serve", str(model_dir), "--port", str(port),
-         "--workers", str(WORKERS), "--threads", "4", "--max-batch-size", str(MAX_BATCH), "--no-access-log",
-         "--log-level", "warning"],
-        env=env, stdout=open(workdir / "kubedetect.log", "wb"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "kubedetect.cli",
+            "serve",
+            str(model_dir),
+            "--port",
+            str(port),
+            "--workers",
+            str(WORKERS),
+            "--threads",
+            "4",
+            "--max-batch-size",
+            str(MAX_BATCH),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=log_file(workdir / "kubedetect.log"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -242,13 +315,24 @@ def start_kubedetect(model_dir: Path, workdir: Path) -> tuple[subprocess.Popen, 
 
 
 def start_kserve(model_dir: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
-    subprocess.run(["bash", str(REPO / "serving/kserve/setup-venv.sh"), str(KSERVE_VENV)], check=True)
+    subprocess.run(
+        ["bash", str(REPO / "serving/kserve/setup-venv.sh"), str(KSERVE_VENV)], check=True
+    )
     port = free_port()
-    env = dict(os.environ, KD_MODEL_DIR=str(model_dir), KD_PORT=str(port), KD_WORKERS=str(WORKERS),
-               KD_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env = dict(
+        os.environ,
+        KD_MODEL_DIR=str(model_dir),
+        KD_PORT=str(port),
+        KD_WORKERS=str(WORKERS),
+        KD_NUM_THREADS="1",
+        PYTHONPATH=str(REPO),
+    )
     process = subprocess.Popen(
         [str(KSERVE_VENV / "bin/python"), str(REPO / "serving/kserve/detector_model.py")],
-        env=env, stdout=open(workdir / "kserve.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        env=env,
+        stdout=log_file(workdir / "kserve.log"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     wait_ready(url + "/v1/models/detector")
@@ -259,11 +343,21 @@ def start_kserve(model_dir: Path, workdir: Path) -> tuple[subprocess.Popen, str]
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.serve", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, help="a TFLite model folder (default: an untrained int8 256 px detector)")
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds per run (default: 60)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.serve", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="a TFLite model folder (default: an untrained int8 256 px detector)",
+    )
+    parser.add_argument(
+        "--duration", type=float, default=60.0, help="seconds per run (default: 60)"
+    )
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated (default: 1,8,32)")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/BENCHMARKS.md alone")
+    parser.add_argument(
+        "--no-write", action="store_true", help="print only; leave docs/BENCHMARKS.md alone"
+    )
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
     wrk = ensure_wrk()
@@ -275,7 +369,11 @@ def main(argv: list[str]) -> int:
     v1_bodies = []
     for f in files:
         body = work / (f.stem + ".json")
-        body.write_text(json.dumps({"instances": [{"image": {"b64": base64.b64encode(f.read_bytes()).decode()}}]}))
+        body.write_text(
+            json.dumps(
+                {"instances": [{"image": {"b64": base64.b64encode(f.read_bytes()).decode()}}]}
+            )
+        )
         v1_bodies.append(body)
 
     results: dict[tuple[str, int], dict] = {}
@@ -285,9 +383,12 @@ def main(argv: list[str]) -> int:
         result = run()
         result |= {"load_before": before, "load_after": load_average()}
         results[(name, c)] = result
-        print(f"{name:<24} c={c:<3} {result['rps']:8.1f} req/s  p50 {result['p50']:7.2f} ms  "
-              f"p95 {result['p95']:7.2f}  p99 {result['p99']:7.2f}  errors {result['errors']}  "
-              f"load {before:.2f}->{result['load_after']:.2f}", flush=True)
+        print(
+            f"{name:<24} c={c:<3} {result['rps']:8.1f} req/s  p50 {result['p50']:7.2f} ms  "
+            f"p95 {result['p95']:7.2f}  p99 {result['p99']:7.2f}  errors {result['errors']}  "
+            f"load {before:.2f}->{result['load_after']:.2f}",
+            flush=True,
+        )
 
     for c in levels:
         record("bare interpreter", c, lambda c=c: run_bare(model_dir, files, c, args.duration))
@@ -297,10 +398,26 @@ def main(argv: list[str]) -> int:
     sampler.start()
     try:
         for c in levels:
-            record("kubedetect /v1/detect", c, lambda c=c: run_wrk(
-                wrk, script, url + "/v1/detect", files, "image/jpeg", c, args.duration))
-            record("kubedetect V1 :predict", c, lambda c=c: run_wrk(
-                wrk, script, url + "/v1/models/detector:predict", v1_bodies, "application/json", c, args.duration))
+            record(
+                "kubedetect /v1/detect",
+                c,
+                lambda c=c: run_wrk(
+                    wrk, script, url + "/v1/detect", files, "image/jpeg", c, args.duration
+                ),
+            )
+            record(
+                "kubedetect V1 :predict",
+                c,
+                lambda c=c: run_wrk(
+                    wrk,
+                    script,
+                    url + "/v1/models/detector:predict",
+                    v1_bodies,
+                    "application/json",
+                    c,
+                    args.duration,
+                ),
+            )
     finally:
         sampler.halt.set()
         stop(server)
@@ -308,15 +425,28 @@ def main(argv: list[str]) -> int:
     kserve, kurl = start_kserve(model_dir, work)
     try:
         for c in levels:
-            record("KServe V1 :predict", c, lambda c=c: run_wrk(
-                wrk, script, kurl + "/v1/models/detector:predict", v1_bodies, "application/json", c, args.duration))
+            record(
+                "KServe V1 :predict",
+                c,
+                lambda c=c: run_wrk(
+                    wrk,
+                    script,
+                    kurl + "/v1/models/detector:predict",
+                    v1_bodies,
+                    "application/json",
+                    c,
+                    args.duration,
+                ),
+            )
     finally:
         stop(kserve)
 
     body = report(results, levels, sampler.samples, args, model_dir)
     print(body)
     if not args.no_write:
-        write_section("serve", "Serving: throughput and latency (kubedetect, bare interpreter, KServe)", body)
+        write_section(
+            "serve", "Serving: throughput and latency (kubedetect, bare interpreter, KServe)", body
+        )
     shutil.rmtree(work, ignore_errors=True)
     return 0
 
@@ -325,22 +455,50 @@ def report(results, levels, samples, args, model_dir) -> str:
     rows = []
     for (name, c), r in results.items():
         under = "yes" if max(r["load_before"], r["load_after"]) > 1.0 else "no"
-        rows.append([name, c, f"{r['rps']:.0f}", f"{r['p50']:.1f}", f"{r['p95']:.1f}", f"{r['p99']:.1f}",
-                     r["errors"], f"{r['load_before']:.2f} / {r['load_after']:.2f}", under])
+        rows.append(
+            [
+                name,
+                c,
+                f"{r['rps']:.0f}",
+                f"{r['p50']:.1f}",
+                f"{r['p95']:.1f}",
+                f"{r['p99']:.1f}",
+                r["errors"],
+                f"{r['load_before']:.2f} / {r['load_after']:.2f}",
+                under,
+            ]
+        )
+    card = json.loads((Path(model_dir) / "model.json").read_text())
     lines = [
-        f"Model: `{model_dir}` ({json.loads((Path(model_dir) / 'model.json').read_text())['variant']}, "
-        f"{json.loads((Path(model_dir) / 'model.json').read_text())['input_size']} px). "
-        f"{args.duration:.0f} s per run; synthetic 224-352 px JPEGs; loopback; wrk on the same cores. "
+        f"Model: `{model_dir}` ({card['variant']}, {card['input_size']} px). "
+        f"{args.duration:.0f} s per run; synthetic 224-352 px JPEGs; loopback; "
+        "wrk on the same cores. "
         f"kubedetect: {WORKERS} Gunicorn workers x 4 threads, batches of up to {MAX_BATCH}; "
         f"KServe 0.21: {WORKERS} uvicorn workers. Latencies in ms. 'Under load': the 1-minute "
         "load average (`uptime`) before or after the run was above 1, i.e. other jobs on this "
         "shared 2-core machine were competing for the cores.",
         "",
-        table(["server", "concurrency", "req/s", "p50", "p95", "p99", "errors", "load before / after", "under load"], rows),
+        table(
+            [
+                "server",
+                "concurrency",
+                "req/s",
+                "p50",
+                "p95",
+                "p99",
+                "errors",
+                "load before / after",
+                "under load",
+            ],
+            rows,
+        ),
         "",
     ]
     c = 8 if 8 in levels else levels[len(levels) // 2]
-    bare, ours, kserve = (results.get((n, c)) for n in ("bare interpreter", "kubedetect /v1/detect", "KServe V1 :predict"))
+    bare, ours, kserve = (
+        results.get((n, c))
+        for n in ("bare interpreter", "kubedetect /v1/detect", "KServe V1 :predict")
+    )
     ours_v1 = results.get(("kubedetect V1 :predict", c))
     ratio = ours["rps"] / bare["rps"]
     errors = sum(r["errors"] for (n, _), r in results.items() if n.startswith("kubedetect"))
@@ -352,18 +510,22 @@ def report(results, levels, samples, args, model_dir) -> str:
         peak = {p: max(s[1].get(p, 0) for s in samples) for p in pids}
         stable = bool(pids) and all(last[p] - middle[p] <= max(0.02 * middle[p], 3.0) for p in pids)
         memory = "; ".join(
-            f"worker {i}: {first[p]:.0f} MB at 2 s, {middle[p]:.0f} MB half-way, {last[p]:.0f} MB at the "
-            f"end (peak {peak[p]:.0f} MB)" for i, p in enumerate(pids))
+            f"worker {i}: {first[p]:.0f} MB at 2 s, {middle[p]:.0f} MB half-way, "
+            f"{last[p]:.0f} MB at the end (peak {peak[p]:.0f} MB)"
+            for i, p in enumerate(pids)
+        )
     else:
         stable, memory = False, "too few samples"
     lines += [
         f"Targets at concurrency {c}:",
         "",
-        f"- throughput >= 0.7x the bare interpreter: /v1/detect {ours['rps']:.0f} vs {bare['rps']:.0f} req/s "
-        f"= {ratio:.2f}x: {verdict(ratio >= 0.7)}",
+        f"- throughput >= 0.7x the bare interpreter: /v1/detect {ours['rps']:.0f} vs "
+        f"{bare['rps']:.0f} req/s = {ratio:.2f}x: {verdict(ratio >= 0.7)}",
         f"- ahead of KServe (same V1 :predict protocol): kubedetect {ours_v1['rps']:.0f} vs KServe "
-        f"{kserve['rps']:.0f} req/s = {ours_v1['rps'] / kserve['rps']:.2f}x: {verdict(ours_v1['rps'] > kserve['rps'])}",
-        f"- zero errors (every kubedetect run, every concurrency): {errors}: {verdict(errors == 0)}",
+        f"{kserve['rps']:.0f} req/s = {ours_v1['rps'] / kserve['rps']:.2f}x: "
+        f"{verdict(ours_v1['rps'] > kserve['rps'])}",
+        f"- zero errors (every kubedetect run, every concurrency): {errors}: "
+        f"{verdict(errors == 0)}",
         f"- resident memory stable over the kubedetect runs ({len(samples)} samples, one a second; "
         f"second-half growth within max(2 %, 3 MB)): {memory}: {verdict(stable)}",
     ]

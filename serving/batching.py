@@ -140,7 +140,8 @@ class Batcher:
                 for queued in jobs[:i]:
                     queued.abandoned = True
                 raise QueueFull(
-                    f"the server is busy: {self.max_queue} images are already waiting; retry shortly"
+                    f"the server is busy: {self.max_queue} images are already waiting; "
+                    "retry shortly"
                 ) from None
             metrics.QUEUE_DEPTH.inc()
         for job in jobs:

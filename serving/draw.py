@@ -1,4 +1,4 @@
-"""Boxes drawn on the image, for `/v1/detect?format=jpeg`: a picture a person can check at a glance."""
+"""Boxes drawn on the image, for `/v1/detect?format=jpeg`: a picture to check at a glance."""
 
 from __future__ import annotations
 

@@ -26,7 +26,9 @@ os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 from serving.logs import logging_config  # noqa: E402
 
 wsgi_app = "serving.wsgi:app"
-bind = [f"[{_config.host}]:{_config.port}" if ":" in _config.host else f"{_config.host}:{_config.port}"]
+bind = [
+    f"[{_config.host}]:{_config.port}" if ":" in _config.host else f"{_config.host}:{_config.port}"
+]
 workers = _config.worker_count()
 worker_class = "gthread"
 threads = _config.threads

@@ -40,7 +40,9 @@ def _access(atoms) -> dict:
         "duration_ms": round(int(atoms["D"]) / 1000, 3),
         "remote": atoms["h"],
         "user_agent": atoms["a"],
-        "pid": int(str(atoms["p"]).strip("<>")) if str(atoms["p"]).strip("<>").isdigit() else atoms["p"],
+        "pid": int(str(atoms["p"]).strip("<>"))
+        if str(atoms["p"]).strip("<>").isdigit()
+        else atoms["p"],
     }
 
 
@@ -60,6 +62,10 @@ def logging_config(level: str = "info", access_log: bool = True) -> dict:
                 "handlers": ["stdout"],
                 "propagate": False,
             },
-            "kubedetect.serving": {"level": level.upper(), "handlers": ["stdout"], "propagate": False},
+            "kubedetect.serving": {
+                "level": level.upper(),
+                "handlers": ["stdout"],
+                "propagate": False,
+            },
         },
     }

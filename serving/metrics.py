@@ -21,37 +21,47 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
-from prometheus_client import multiprocess
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 REQUESTS = Counter(
-    "kubedetect_http_requests_total", "HTTP requests answered, by route and status.",
+    "kubedetect_http_requests_total",
+    "HTTP requests answered, by route and status.",
     ["route", "method", "status"],
 )
 REQUEST_SECONDS = Histogram(
-    "kubedetect_http_request_duration_seconds", "Time to answer an HTTP request, by route and status.",
-    ["route", "method", "status"], buckets=LATENCY_BUCKETS,
+    "kubedetect_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route and status.",
+    ["route", "method", "status"],
+    buckets=LATENCY_BUCKETS,
 )
 IMAGES = Counter("kubedetect_images_total", "Images run through the detector.")
 BATCH_SIZE = Histogram(
-    "kubedetect_batch_size", "Images per interpreter run (dynamic batching).",
+    "kubedetect_batch_size",
+    "Images per interpreter run (dynamic batching).",
     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32),
 )
 INFERENCE_SECONDS = Histogram(
-    "kubedetect_inference_duration_seconds", "Interpreter time per batch.", buckets=LATENCY_BUCKETS,
+    "kubedetect_inference_duration_seconds",
+    "Interpreter time per batch.",
+    buckets=LATENCY_BUCKETS,
 )
 QUEUE_DEPTH = Gauge(
-    "kubedetect_queue_depth", "Images waiting for the interpreter, summed over live workers.",
+    "kubedetect_queue_depth",
+    "Images waiting for the interpreter, summed over live workers.",
     multiprocess_mode="livesum",
 )
 MODEL_READY = Gauge(
-    "kubedetect_model_ready", "1 once a worker's model is loaded and warmed up (min over workers).",
+    "kubedetect_model_ready",
+    "1 once a worker's model is loaded and warmed up (min over workers).",
     multiprocess_mode="livemin",
 )
 REJECTED = Counter(
-    "kubedetect_rejected_total", "Requests refused for capacity (503), by reason.", ["reason"],
+    "kubedetect_rejected_total",
+    "Requests refused for capacity (503), by reason.",
+    ["reason"],
 )
 
 

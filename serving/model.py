@@ -110,7 +110,9 @@ class DetectorModel:
 
     # -- the three steps -------------------------------------------------------------------------
 
-    def preprocess(self, data: bytes, *, keep_image: bool = False, source: str = "image") -> Prepared:
+    def preprocess(
+        self, data: bytes, *, keep_image: bool = False, source: str = "image"
+    ) -> Prepared:
         """Encoded image bytes to the model's input, with the kubedetect.images loader."""
         try:
             pixels, width, height = load_for_model(
@@ -172,19 +174,31 @@ class DetectorModel:
                 defaults.score_threshold if defaults else self.card.decode["score_threshold"]
             )
         if max_detections is None:
-            max_detections = defaults.max_detections if defaults else self.card.decode["max_detections"]
+            max_detections = (
+                defaults.max_detections if defaults else self.card.decode["max_detections"]
+            )
         try:
             threshold = float(score_threshold)
         except (TypeError, ValueError):
-            raise BadRequest(f"score_threshold: expected a number, got {score_threshold!r}") from None
-        if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0) or isinstance(score_threshold, bool):
-            raise BadRequest(f"score_threshold: expected a number from 0 to 1, got {score_threshold!r}")
+            raise BadRequest(
+                f"score_threshold: expected a number, got {score_threshold!r}"
+            ) from None
+        if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0) or isinstance(
+            score_threshold, bool
+        ):
+            raise BadRequest(
+                f"score_threshold: expected a number from 0 to 1, got {score_threshold!r}"
+            )
         try:
-            if isinstance(max_detections, bool) or float(max_detections) != int(float(max_detections)):
+            if isinstance(max_detections, bool) or float(max_detections) != int(
+                float(max_detections)
+            ):
                 raise ValueError
             count = int(float(max_detections))
         except (TypeError, ValueError, OverflowError):
-            raise BadRequest(f"max_detections: expected a whole number, got {max_detections!r}") from None
+            raise BadRequest(
+                f"max_detections: expected a whole number, got {max_detections!r}"
+            ) from None
         if not 1 <= count <= MAX_DETECTIONS_LIMIT:
             raise BadRequest(
                 f"max_detections: expected 1 to {MAX_DETECTIONS_LIMIT}, got {max_detections!r}"

@@ -27,13 +27,16 @@ def serve(config: ServeConfig) -> int:
         raise KubedetectError("serve: a model folder is needed (MODEL_DIR or KUBEDETECT_MODEL_DIR)")
     card = ModelCard.load(config.model_dir)
     if card.kind != "tflite":
-        raise KubedetectError(f"{config.model_dir}: holds a {card.kind} model; serve a TFLite variant")
+        raise KubedetectError(
+            f"{config.model_dir}: holds a {card.kind} model; serve a TFLite variant"
+        )
     card.verify(config.model_dir)
     os.environ.update(to_env(config))
     print(
         f"serving {config.model_dir} ({card.variant}) as {config.model_name!r} on "
         f"http://{config.host}:{config.port} with {config.worker_count()} workers",
-        file=sys.stderr, flush=True,
+        file=sys.stderr,
+        flush=True,
     )
     argv = gunicorn_argv()
     os.execv(argv[0], argv)

@@ -77,7 +77,12 @@ class Service:
         outputs = self.batcher.submit([p.pixels for p in prepared], deadline)
         metrics.IMAGES.inc(len(images))
         return [
-            ImageResult(p.width, p.height, self.model.postprocess(out, p.width, p.height, parameters), p.image)
+            ImageResult(
+                p.width,
+                p.height,
+                self.model.postprocess(out, p.width, p.height, parameters),
+                p.image,
+            )
             for p, out in zip(prepared, outputs, strict=True)
         ]
 

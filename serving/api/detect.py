@@ -65,5 +65,7 @@ def _image_bytes() -> bytes:
     else:
         data = read_body()
     if not data:
-        raise BadRequest("empty request: send an image as the body or as the multipart field 'image'")
+        raise BadRequest(
+            "empty request: send an image as the body or as the multipart field 'image'"
+        )
     return data

@@ -53,7 +53,11 @@ def predict(name: str):
     return jsonify(
         {
             "predictions": [
-                {"width": r.width, "height": r.height, "detections": [d.to_dict() for d in r.detections]}
+                {
+                    "width": r.width,
+                    "height": r.height,
+                    "detections": [d.to_dict() for d in r.detections],
+                }
                 for r in results
             ]
         }

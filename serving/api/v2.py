@@ -54,7 +54,9 @@ NUMPY = {"FP32": np.float32, "INT32": np.int32}
 @bp.get("/v2")
 @bp.get("/v2/", strict_slashes=False)
 def server_metadata():
-    return jsonify({"name": "kubedetect", "version": __version__, "extensions": ["binary_tensor_data"]})
+    return jsonify(
+        {"name": "kubedetect", "version": __version__, "extensions": ["binary_tensor_data"]}
+    )
 
 
 @bp.get("/v2/health/live")
@@ -80,7 +82,8 @@ def model_metadata(name: str, version: str | None = None):
             "platform": "tflite",
             "inputs": [{"name": INPUT, "datatype": "BYTES", "shape": [-1]}],
             "outputs": [
-                {"name": out, "datatype": dtype, "shape": shape} for out, (dtype, shape) in OUTPUTS.items()
+                {"name": out, "datatype": dtype, "shape": shape}
+                for out, (dtype, shape) in OUTPUTS.items()
             ],
             "parameters": model.metadata(),
         }
@@ -184,7 +187,8 @@ def _input_images(header: dict, binary: bytes) -> list[bytes]:
         raise BadRequest(f"unknown input {tensor.get('name')!r}; the model's input is {INPUT!r}")
     if tensor.get("datatype") != "BYTES":
         raise BadRequest(
-            f"input {INPUT!r}: datatype must be BYTES (encoded image files), got {tensor.get('datatype')!r}"
+            f"input {INPUT!r}: datatype must be BYTES (encoded image files), "
+            f"got {tensor.get('datatype')!r}"
         )
     shape = tensor.get("shape")
     if (
@@ -202,7 +206,8 @@ def _input_images(header: dict, binary: bytes) -> list[bytes]:
         size = parameters["binary_data_size"]
         if not isinstance(size, int) or isinstance(size, bool) or size != len(binary):
             raise BadRequest(
-                f"input {INPUT!r}: binary_data_size {size!r} does not match the {len(binary)} bytes sent"
+                f"input {INPUT!r}: binary_data_size {size!r} does not match "
+                f"the {len(binary)} bytes sent"
             )
         elements = _deserialize_bytes(binary)
     else:
@@ -212,7 +217,9 @@ def _input_images(header: dict, binary: bytes) -> list[bytes]:
             raise BadRequest(f"input {INPUT!r}: no data")
         elements = [_from_json_element(e) for e in _flatten(tensor["data"])]
     if len(elements) != count:
-        raise BadRequest(f"input {INPUT!r}: shape {shape} holds {count} elements, data has {len(elements)}")
+        raise BadRequest(
+            f"input {INPUT!r}: shape {shape} holds {count} elements, data has {len(elements)}"
+        )
     return [_image_file(e, i) for i, e in enumerate(elements)]
 
 
@@ -306,7 +313,10 @@ def _output_tensors(results: list[ImageResult], classes) -> dict[str, tuple[str,
         "class_ids": ("INT32", class_ids),
         "labels": ("BYTES", labels),
         "num_detections": ("INT32", np.array([len(r.detections) for r in results], np.int32)),
-        "image_size": ("INT32", np.array([[r.width, r.height] for r in results], np.int32).reshape(n, 2)),
+        "image_size": (
+            "INT32",
+            np.array([[r.width, r.height] for r in results], np.int32).reshape(n, 2),
+        ),
     }
 
 

@@ -5,7 +5,8 @@ A custom `kserve.Model` serving a kubedetect model folder over KServe V1 (`:pred
 shared image loading, the LiteRT interpreter, the shared decode. Run by the KServe virtualenv
 (serving/kserve/setup-venv.sh) with the repository on PYTHONPATH:
 
-    KD_MODEL_DIR=... KD_PORT=8081 KD_WORKERS=1 .venv-kserve/bin/python serving/kserve/detector_model.py
+    KD_MODEL_DIR=... KD_PORT=8081 KD_WORKERS=1 \
+        .venv-kserve/bin/python serving/kserve/detector_model.py
 
 Settings come from the environment because KServe parses sys.argv itself at import. KServe
 binds 0.0.0.0 (it has no setting for the address): call it on 127.0.0.1 only.
@@ -57,19 +58,27 @@ class Detector(kserve.Model):
             with self.lock:
                 (found,) = self.runtime.predict(pixels[None])
             boxes = found.in_pixels(width, height)
-            predictions.append({
-                "width": width,
-                "height": height,
-                "detections": [
-                    {
-                        "label": self.runtime.classes[int(c)],
-                        "class_id": int(c),
-                        "score": round(float(s), 5),
-                        "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), (round(float(v), 2) for v in b))),
-                    }
-                    for b, s, c in zip(boxes, found.scores, found.class_ids)
-                ],
-            })
+            predictions.append(
+                {
+                    "width": width,
+                    "height": height,
+                    "detections": [
+                        {
+                            "label": self.runtime.classes[int(c)],
+                            "class_id": int(c),
+                            "score": round(float(s), 5),
+                            "box": dict(
+                                zip(
+                                    ("xmin", "ymin", "xmax", "ymax"),
+                                    (round(float(v), 2) for v in b),
+                                    strict=True,
+                                )
+                            ),
+                        }
+                        for b, s, c in zip(boxes, found.scores, found.class_ids, strict=True)
+                    ],
+                }
+            )
         return {"predictions": predictions}
 
 

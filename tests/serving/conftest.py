@@ -26,7 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 KSERVE_VENV = Path(os.environ.get("KSERVE_VENV", REPO / ".venv-kserve"))
 
 
-
 # -- models -------------------------------------------------------------------------------------
 
 
@@ -88,7 +87,6 @@ def make_quantized_models(out_dir: str, *, input_size: int = 128, modes=("float3
     return out_dir
 
 
-
 # -- images -------------------------------------------------------------------------------------
 
 
@@ -144,10 +142,13 @@ class Server:
             "KUBEDETECT_PORT": str(self.port),  # settings by environment, as in the container
             "PYTHONUNBUFFERED": "1",
         } | (env or {})
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - open while the server runs
         self.process = subprocess.Popen(
             [sys.executable, "-m", "kubedetect.cli", "serve", str(model_dir), *flags],
-            env=environ, stdout=self._log, stderr=subprocess.STDOUT, cwd=workdir,
+            env=environ,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
         )
 
     def get(self, path: str, **kwargs) -> requests.Response:
@@ -204,7 +205,9 @@ def start_server(tmp_path_factory):
     """Start servers that are stopped at the end of the session: start_server(model_dir, ...)."""
     servers: list[Server] = []
 
-    def start(model_dir: Path, *, flags=(), env=None, wait: str | None = "/v2/health/ready") -> Server:
+    def start(
+        model_dir: Path, *, flags=(), env=None, wait: str | None = "/v2/health/ready"
+    ) -> Server:
         server = Server(model_dir, tmp_path_factory.mktemp("server"), flags=flags, env=env)
         servers.append(server)
         if wait:
@@ -229,5 +232,7 @@ def server(start_server, model_dir) -> Server:
 @pytest.fixture(scope="session")
 def kserve_python() -> Path:
     """The KServe virtualenv's python, created by serving/kserve/setup-venv.sh if needed."""
-    subprocess.run(["bash", str(REPO / "serving/kserve/setup-venv.sh"), str(KSERVE_VENV)], check=True)
+    subprocess.run(
+        ["bash", str(REPO / "serving/kserve/setup-venv.sh"), str(KSERVE_VENV)], check=True
+    )
     return KSERVE_VENV / "bin" / "python"

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 import sys
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -31,14 +32,16 @@ def decoded(values):
 
 
 async def main(url: str, paths: list[str]) -> dict:
-    images = [open(p, "rb").read() for p in paths]
+    images = [Path(p).read_bytes() for p in paths]
     out: dict = {}
 
     v1 = InferenceRESTClient(RESTConfig(protocol="v1", retries=0))
     out["v1_live"] = await v1.is_server_live(url)
     out["v1_model_ready"] = await v1.is_model_ready(url, MODEL)
-    body = {"instances": [{"image": {"b64": base64.b64encode(i).decode()}} for i in images],
-            "parameters": PARAMETERS}
+    body = {
+        "instances": [{"image": {"b64": base64.b64encode(i).decode()}} for i in images],
+        "parameters": PARAMETERS,
+    }
     out["v1_predictions"] = (await v1.infer(url, body, model_name=MODEL))["predictions"]
     await v1.close()
 
@@ -48,17 +51,22 @@ async def main(url: str, paths: list[str]) -> dict:
     out["v2_model_ready"] = await v2.is_model_ready(url, MODEL)
 
     # JSON: the images as base64 strings in "data".
-    as_json = InferInput("image", [len(images)], "BYTES",
-                         data=[base64.b64encode(i).decode() for i in images])
-    response = await v2.infer(url, InferRequest(MODEL, [as_json], parameters=PARAMETERS), model_name=MODEL)
+    as_json = InferInput(
+        "image", [len(images)], "BYTES", data=[base64.b64encode(i).decode() for i in images]
+    )
+    response = await v2.infer(
+        url, InferRequest(MODEL, [as_json], parameters=PARAMETERS), model_name=MODEL
+    )
     out["v2_json"] = tensors(response)
     out["v2_json"]["labels"] = decoded(out["v2_json"]["labels"])
 
     # Binary tensor extension: the raw files in, binary outputs asked for.
     raw = InferInput("image", [len(images)], "BYTES")
     raw.set_data_from_numpy(np.array(images, dtype=np.object_), binary_data=True)
-    wanted = [RequestedOutput(name, parameters={"binary_data": True})
-              for name in ("boxes", "scores", "labels", "num_detections")]
+    wanted = [
+        RequestedOutput(name, parameters={"binary_data": True})
+        for name in ("boxes", "scores", "labels", "num_detections")
+    ]
     request = InferRequest(MODEL, [raw], parameters=PARAMETERS, request_outputs=wanted)
     headers: dict = {}
     response = await v2.infer(url, request, model_name=MODEL, response_headers=headers)

@@ -45,21 +45,33 @@ def test_detect_answers_boxes_in_original_pixels(client, shapes):
     for det in body["detections"]:
         assert set(det) == {"label", "class_id", "score", "box"}
         box = det["box"]
-        assert 0 <= box["xmin"] <= box["xmax"] <= width and 0 <= box["ymin"] <= box["ymax"] <= height
+        assert (
+            0 <= box["xmin"] <= box["xmax"] <= width and 0 <= box["ymin"] <= box["ymax"] <= height
+        )
 
 
 def test_the_three_protocols_agree(client, jpeg):
     own = client.post("/v1/detect?max_detections=3", data=jpeg).get_json()["detections"]
     v1 = client.post(
         "/v1/models/detector:predict",
-        json={"instances": [{"image": {"b64": base64.b64encode(jpeg).decode()}}],
-              "parameters": {"max_detections": 3}},
+        json={
+            "instances": [{"image": {"b64": base64.b64encode(jpeg).decode()}}],
+            "parameters": {"max_detections": 3},
+        },
     ).get_json()["predictions"][0]["detections"]
     v2 = client.post(
         "/v2/models/detector/infer",
-        json={"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
-                          "data": [base64.b64encode(jpeg).decode()]}],
-              "parameters": {"max_detections": 3}},
+        json={
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "BYTES",
+                    "shape": [1],
+                    "data": [base64.b64encode(jpeg).decode()],
+                }
+            ],
+            "parameters": {"max_detections": 3},
+        },
     ).get_json()
     outputs = {o["name"]: o for o in v2["outputs"]}
     assert own == v1
@@ -97,8 +109,13 @@ def test_a_tampered_model_is_refused_at_load(model_dir, tmp_path):
 
 
 def test_settings_come_from_the_environment_and_flags_win():
-    env = {"KUBEDETECT_PORT": "9001", "KUBEDETECT_WORKERS": "3", "KUBEDETECT_ACCESS_LOG": "false",
-           "KUBEDETECT_SCORE_THRESHOLD": "0.25", "KUBEDETECT_MODEL_NAME": "cards"}
+    env = {
+        "KUBEDETECT_PORT": "9001",
+        "KUBEDETECT_WORKERS": "3",
+        "KUBEDETECT_ACCESS_LOG": "false",
+        "KUBEDETECT_SCORE_THRESHOLD": "0.25",
+        "KUBEDETECT_MODEL_NAME": "cards",
+    }
     config = from_env(ServeConfig, env, argv=["--workers=5"])
     assert (config.port, config.workers, config.access_log) == (9001, 5, False)
     assert (config.score_threshold, config.model_name) == (0.25, "cards")
@@ -121,12 +138,16 @@ data = open({str(tmp_path / "image.jpg")!r}, "rb").read()
 codes = [client.post("/v1/detect", data=data).status_code,
          client.post("/v1/detect?format=jpeg", data=data).status_code,
          client.post("/v1/models/detector:predict",
-                     json={{"instances": [{{"image": {{"b64": base64.b64encode(data).decode()}}}}]}}).status_code,
+                     json={{"instances": [{{"image": {{"b64": base64.b64encode(data).decode()}}}}]}}
+                     ).status_code,
          client.get("/metrics").status_code, client.get("/openapi.json").status_code]
-print(json.dumps({{"codes": codes, "tf": sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))}}))
+tf = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+print(json.dumps({{"codes": codes, "tf": tf}}))
 """
     env = {"KUBEDETECT_MODEL_DIR": str(model_dir), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["codes"] == [200] * 5

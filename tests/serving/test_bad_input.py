@@ -34,11 +34,22 @@ def v2_json(data: list[str], *, datatype="BYTES", shape=None, name="image", **ex
 
 def v2_binary(elements: list[bytes], *, header_length=None, size=None, shape=None):
     blob = b"".join(struct.pack("<I", len(e)) + e for e in elements)
-    header = json.dumps({"inputs": [{
-        "name": "image", "datatype": "BYTES", "shape": shape or [len(elements)],
-        "parameters": {"binary_data_size": len(blob) if size is None else size}}]}).encode()
-    headers = {"Inference-Header-Content-Length": str(header_length or len(header)),
-               "Content-Type": "application/octet-stream"}
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "BYTES",
+                    "shape": shape or [len(elements)],
+                    "parameters": {"binary_data_size": len(blob) if size is None else size},
+                }
+            ]
+        }
+    ).encode()
+    headers = {
+        "Inference-Header-Content-Length": str(header_length or len(header)),
+        "Content-Type": "application/octet-stream",
+    }
     return {"data": header + blob, "headers": headers}
 
 
@@ -53,78 +64,260 @@ def cases(jpeg: bytes):
     return [
         # not an image
         ("text as image", "POST", detect, {"data": TEXT}, 400, "not a decodable image"),
-        ("text upload", "POST", detect, {"files": {"image": ("a.jpg", TEXT)}}, 400, "not a decodable image"),
-        ("text in V1", "POST", v1, {"json": {"instances": [{"image": {"b64": b64(TEXT)}}]}}, 400,
-         "not a decodable image"),
-        ("text in V2 JSON", "POST", v2, {"json": v2_json([b64(TEXT)])}, 400, "not a decodable image"),
+        (
+            "text upload",
+            "POST",
+            detect,
+            {"files": {"image": ("a.jpg", TEXT)}},
+            400,
+            "not a decodable image",
+        ),
+        (
+            "text in V1",
+            "POST",
+            v1,
+            {"json": {"instances": [{"image": {"b64": b64(TEXT)}}]}},
+            400,
+            "not a decodable image",
+        ),
+        (
+            "text in V2 JSON",
+            "POST",
+            v2,
+            {"json": v2_json([b64(TEXT)])},
+            400,
+            "not a decodable image",
+        ),
         ("text in V2 binary", "POST", v2, v2_binary([TEXT]), 400, "not a decodable image"),
         ("empty body", "POST", detect, {"data": b""}, 400, "empty request"),
-        ("upload without file", "POST", detect, {"files": {"score_threshold": (None, "0.5")}}, 400,
-         "without a file"),
-        ("empty upload", "POST", detect, {"files": {"image": ("a.jpg", b"")}}, 400, "empty request"),
+        (
+            "upload without file",
+            "POST",
+            detect,
+            {"files": {"score_threshold": (None, "0.5")}},
+            400,
+            "without a file",
+        ),
+        (
+            "empty upload",
+            "POST",
+            detect,
+            {"files": {"image": ("a.jpg", b"")}},
+            400,
+            "empty request",
+        ),
         # a truncated image
         ("truncated JPEG", "POST", detect, {"data": truncated}, 400, "truncated"),
         ("truncated in V2", "POST", v2, v2_binary([truncated]), 400, "truncated"),
         # a decompression bomb
         ("bomb", "POST", detect, {"data": bomb()}, 400, "decompression bomb"),
-        ("bomb in V1", "POST", v1, {"json": {"instances": [{"image": {"b64": b64(bomb())}}]}}, 400,
-         "decompression bomb"),
+        (
+            "bomb in V1",
+            "POST",
+            v1,
+            {"json": {"instances": [{"image": {"b64": b64(bomb())}}]}},
+            400,
+            "decompression bomb",
+        ),
         # a body over the limit
         ("body over limit", "POST", detect, {"data": huge}, 413, "over the limit"),
-        ("upload over limit", "POST", detect, {"files": {"image": ("a.jpg", huge)}}, 413, "over the limit"),
-        ("chunked over limit", "POST", detect, {"data": iter([huge[: 2**20]] * 3)}, 413, "over the limit"),
+        (
+            "upload over limit",
+            "POST",
+            detect,
+            {"files": {"image": ("a.jpg", huge)}},
+            413,
+            "over the limit",
+        ),
+        (
+            "chunked over limit",
+            "POST",
+            detect,
+            {"data": iter([huge[: 2**20]] * 3)},
+            413,
+            "over the limit",
+        ),
         ("V2 over limit", "POST", v2, v2_binary([huge]), 413, "over the limit"),
         # a wrong JSON shape
         ("V1 not JSON", "POST", v1, {"data": b"{instances"}, 400, "not valid JSON"),
         ("V1 JSON list", "POST", v1, {"json": [1, 2]}, 400, "JSON object"),
         ("V1 no instances", "POST", v1, {"json": {"inputs": []}}, 400, "instances"),
         ("V1 empty instances", "POST", v1, {"json": {"instances": []}}, 400, "instances"),
-        ("V1 instance shape", "POST", v1, {"json": {"instances": [{"image": b64(jpeg)}]}}, 400,
-         "instances[0]"),
-        ("V1 bad base64", "POST", v1, {"json": {"instances": [{"image": {"b64": "@@@"}}]}}, 400,
-         "not valid base64"),
-        ("V1 parameters", "POST", v1, {"json": {"instances": [{"image": {"b64": b64(jpeg)}}],
-                                                "parameters": [1]}}, 400, "parameters"),
+        (
+            "V1 instance shape",
+            "POST",
+            v1,
+            {"json": {"instances": [{"image": b64(jpeg)}]}},
+            400,
+            "instances[0]",
+        ),
+        (
+            "V1 bad base64",
+            "POST",
+            v1,
+            {"json": {"instances": [{"image": {"b64": "@@@"}}]}},
+            400,
+            "not valid base64",
+        ),
+        (
+            "V1 parameters",
+            "POST",
+            v1,
+            {"json": {"instances": [{"image": {"b64": b64(jpeg)}}], "parameters": [1]}},
+            400,
+            "parameters",
+        ),
         ("V2 not JSON", "POST", v2, {"data": b"\x00\x01"}, 400, "not valid JSON"),
         ("V2 no inputs", "POST", v2, {"json": {"outputs": []}}, 400, "inputs"),
-        ("V2 two inputs", "POST", v2, {"json": {"inputs": [v2_json([b64(jpeg)])["inputs"][0]] * 2}}, 400,
-         "exactly one input"),
-        ("V2 unknown input", "POST", v2, {"json": v2_json([b64(jpeg)], name="pixels")}, 400,
-         "unknown input"),
-        ("V2 unknown output", "POST", v2, {"json": v2_json([b64(jpeg)], outputs=[{"name": "masks"}])},
-         400, "unknown output"),
-        ("V2 data not list", "POST", v2, {"json": {"inputs": [{"name": "image", "datatype": "BYTES",
-                                                               "shape": [1], "data": "abc"}]}},
-         400, "data must be a list"),
-        ("V2 header length", "POST", v2, v2_binary([jpeg], header_length=10**9), 400,
-         "Inference-Header-Content-Length"),
+        (
+            "V2 two inputs",
+            "POST",
+            v2,
+            {"json": {"inputs": [v2_json([b64(jpeg)])["inputs"][0]] * 2}},
+            400,
+            "exactly one input",
+        ),
+        (
+            "V2 unknown input",
+            "POST",
+            v2,
+            {"json": v2_json([b64(jpeg)], name="pixels")},
+            400,
+            "unknown input",
+        ),
+        (
+            "V2 unknown output",
+            "POST",
+            v2,
+            {"json": v2_json([b64(jpeg)], outputs=[{"name": "masks"}])},
+            400,
+            "unknown output",
+        ),
+        (
+            "V2 data not list",
+            "POST",
+            v2,
+            {
+                "json": {
+                    "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": "abc"}]
+                }
+            },
+            400,
+            "data must be a list",
+        ),
+        (
+            "V2 header length",
+            "POST",
+            v2,
+            v2_binary([jpeg], header_length=10**9),
+            400,
+            "Inference-Header-Content-Length",
+        ),
         ("V2 binary size", "POST", v2, v2_binary([jpeg], size=7), 400, "binary_data_size"),
-        ("V2 content encoding", "POST", v2, {"json": v2_json([b64(jpeg)]),
-                                             "headers": {"Content-Encoding": "gzip"}}, 415, "gzip"),
+        (
+            "V2 content encoding",
+            "POST",
+            v2,
+            {"json": v2_json([b64(jpeg)]), "headers": {"Content-Encoding": "gzip"}},
+            415,
+            "gzip",
+        ),
         # a wrong tensor dtype or shape
-        ("V2 FP32 pixels", "POST", v2, {"json": v2_json([0.5] * 12, datatype="FP32", shape=[1, 2, 2, 3])},
-         400, "datatype must be BYTES"),
-        ("V2 numbers as BYTES", "POST", v2, {"json": v2_json([1, 2], shape=[2])}, 400, "must be strings"),
-        ("V2 shape mismatch", "POST", v2, {"json": v2_json([b64(jpeg)], shape=[2])}, 400,
-         "holds 2 elements, data has 1"),
-        ("V2 shape rank", "POST", v2, {"json": v2_json([b64(jpeg)], shape=[1, 1, 1])}, 400, "shape must be"),
-        ("V2 negative shape", "POST", v2, {"json": v2_json([b64(jpeg)], shape=[-1])}, 400, "shape must be"),
+        (
+            "V2 FP32 pixels",
+            "POST",
+            v2,
+            {"json": v2_json([0.5] * 12, datatype="FP32", shape=[1, 2, 2, 3])},
+            400,
+            "datatype must be BYTES",
+        ),
+        (
+            "V2 numbers as BYTES",
+            "POST",
+            v2,
+            {"json": v2_json([1, 2], shape=[2])},
+            400,
+            "must be strings",
+        ),
+        (
+            "V2 shape mismatch",
+            "POST",
+            v2,
+            {"json": v2_json([b64(jpeg)], shape=[2])},
+            400,
+            "holds 2 elements, data has 1",
+        ),
+        (
+            "V2 shape rank",
+            "POST",
+            v2,
+            {"json": v2_json([b64(jpeg)], shape=[1, 1, 1])},
+            400,
+            "shape must be",
+        ),
+        (
+            "V2 negative shape",
+            "POST",
+            v2,
+            {"json": v2_json([b64(jpeg)], shape=[-1])},
+            400,
+            "shape must be",
+        ),
         ("V2 binary shape", "POST", v2, v2_binary([jpeg], shape=[3]), 400, "holds 3 elements"),
         # bad parameters
-        ("threshold text", "POST", detect + "?score_threshold=high", {"data": jpeg}, 400, "score_threshold"),
-        ("threshold range", "POST", detect + "?score_threshold=2", {"data": jpeg}, 400, "from 0 to 1"),
-        ("max detections", "POST", detect + "?max_detections=0", {"data": jpeg}, 400, "max_detections"),
+        (
+            "threshold text",
+            "POST",
+            detect + "?score_threshold=high",
+            {"data": jpeg},
+            400,
+            "score_threshold",
+        ),
+        (
+            "threshold range",
+            "POST",
+            detect + "?score_threshold=2",
+            {"data": jpeg},
+            400,
+            "from 0 to 1",
+        ),
+        (
+            "max detections",
+            "POST",
+            detect + "?max_detections=0",
+            {"data": jpeg},
+            400,
+            "max_detections",
+        ),
         ("format", "POST", detect + "?format=png", {"data": jpeg}, 400, "format"),
-        ("V2 threshold", "POST", v2, {"json": v2_json([b64(jpeg)], parameters={"score_threshold": "x"})},
-         400, "score_threshold"),
+        (
+            "V2 threshold",
+            "POST",
+            v2,
+            {"json": v2_json([b64(jpeg)], parameters={"score_threshold": "x"})},
+            400,
+            "score_threshold",
+        ),
         # an unknown model
         ("V1 unknown model", "GET", "/v1/models/resnet", {}, 404, "no model named 'resnet'"),
-        ("V1 predict unknown", "POST", "/v1/models/resnet:predict",
-         {"json": {"instances": [{"image": {"b64": b64(jpeg)}}]}}, 404, "no model named"),
+        (
+            "V1 predict unknown",
+            "POST",
+            "/v1/models/resnet:predict",
+            {"json": {"instances": [{"image": {"b64": b64(jpeg)}}]}},
+            404,
+            "no model named",
+        ),
         ("V2 unknown model", "GET", "/v2/models/resnet", {}, 404, "no model named"),
         ("V2 ready unknown", "GET", "/v2/models/resnet/ready", {}, 404, "no model named"),
-        ("V2 infer unknown", "POST", "/v2/models/resnet/infer", {"json": v2_json([b64(jpeg)])}, 404,
-         "no model named"),
+        (
+            "V2 infer unknown",
+            "POST",
+            "/v2/models/resnet/infer",
+            {"json": v2_json([b64(jpeg)])},
+            404,
+            "no model named",
+        ),
         ("V2 unknown version", "GET", "/v2/models/detector/versions/7", {}, 404, "no version '7'"),
         # HTTP itself
         ("unknown path", "GET", "/v3/models", {}, 404, "not found"),
@@ -159,8 +352,9 @@ def test_a_request_with_more_images_than_the_queue_holds_is_refused(server, jpeg
 
 def test_not_ready_while_warming_up_then_ready(start_server, model_dir, jpeg):
     """A worker answers probes at once but reports ready only after load and warm-up."""
-    server = start_server(model_dir, flags=["--workers", "1", "--warmup-runs", "300"],
-                          wait="/v2/health/live")
+    server = start_server(
+        model_dir, flags=["--workers", "1", "--warmup-runs", "300"], wait="/v2/health/live"
+    )
     checks = {
         "/v2/health/ready": server.get("/v2/health/ready"),
         "/v2/models/detector/ready": server.get("/v2/models/detector/ready"),
@@ -183,8 +377,10 @@ def test_backpressure_answers_503_with_retry_after_never_500(start_server, model
 
     import requests
 
-    server = start_server(model_dir, flags=["--workers", "1", "--threads", "16", "--max-queue", "2",
-                                            "--max-batch-size", "1"])
+    server = start_server(
+        model_dir,
+        flags=["--workers", "1", "--threads", "16", "--max-queue", "2", "--max-batch-size", "1"],
+    )
     images = [b64(data) for data, _ in shapes[:2]]
     body = {"instances": [{"image": {"b64": images[0]}}, {"image": {"b64": images[1]}}]}
 
@@ -201,5 +397,5 @@ def test_backpressure_answers_503_with_retry_after_never_500(start_server, model
         if status == 503:
             assert retry_after == "1" and "busy" in body["error"]
     assert np.mean([s == 200 for s in statuses]) > 0
-    assert "kubedetect_rejected_total{reason=\"QueueFull\"}" in server.get("/metrics").text
+    assert 'kubedetect_rejected_total{reason="QueueFull"}' in server.get("/metrics").text
     server.stop()

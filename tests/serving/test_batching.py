@@ -70,7 +70,9 @@ def wait_until(condition, timeout: float = 10.0) -> None:
 
 def test_queued_requests_run_together_up_to_the_batch_size_with_their_own_results(model):
     gated = Gated(model)
-    batcher = Batcher(gated, warm_up=lambda: None, max_batch_size=4, max_batch_delay_ms=50, max_queue=8)
+    batcher = Batcher(
+        gated, warm_up=lambda: None, max_batch_size=4, max_batch_delay_ms=50, max_queue=8
+    )
     batcher.start()
     batcher.wait_ready(5)
     try:
@@ -97,7 +99,9 @@ def test_queued_requests_run_together_up_to_the_batch_size_with_their_own_result
 
 def test_a_full_queue_refuses_at_once_and_runs_none_of_the_refused_images(model):
     gated = Gated(model)
-    batcher = Batcher(gated, warm_up=lambda: None, max_batch_size=8, max_batch_delay_ms=1, max_queue=2)
+    batcher = Batcher(
+        gated, warm_up=lambda: None, max_batch_size=8, max_batch_delay_ms=1, max_queue=2
+    )
     batcher.start()
     batcher.wait_ready(5)
     try:
@@ -121,7 +125,9 @@ def test_a_full_queue_refuses_at_once_and_runs_none_of_the_refused_images(model)
 
 def test_a_request_past_its_deadline_gets_503_and_its_image_is_skipped(model):
     gated = Gated(model)
-    batcher = Batcher(gated, warm_up=lambda: None, max_batch_size=8, max_batch_delay_ms=1, max_queue=4)
+    batcher = Batcher(
+        gated, warm_up=lambda: None, max_batch_size=8, max_batch_delay_ms=1, max_queue=4
+    )
     batcher.start()
     batcher.wait_ready(5)
     try:

@@ -35,7 +35,9 @@ def check_tensors(tensors: dict, expected: list[dict]) -> None:
         dets = want["detections"]
         assert tensors["num_detections"][i] == len(dets)
         assert [label for label in tensors["labels"][i][: len(dets)]] == [d["label"] for d in dets]
-        np.testing.assert_allclose(tensors["scores"][i][: len(dets)], [d["score"] for d in dets], atol=1e-4)
+        np.testing.assert_allclose(
+            tensors["scores"][i][: len(dets)], [d["score"] for d in dets], atol=1e-4
+        )
         np.testing.assert_allclose(
             tensors["boxes"][i][: len(dets)], [list(d["box"].values()) for d in dets], atol=0.01
         )
@@ -75,13 +77,19 @@ def test_tritonclient_json_mode(client, images, expected):
     tensor.set_data_from_numpy(
         np.array([base64.b64encode(i) for i in images], dtype=np.object_), binary_data=False
     )
-    outputs = [triton.InferRequestedOutput(name, binary_data=False)
-               for name in ("boxes", "scores", "labels", "num_detections")]
+    outputs = [
+        triton.InferRequestedOutput(name, binary_data=False)
+        for name in ("boxes", "scores", "labels", "num_detections")
+    ]
     result = client.infer("detector", [tensor], outputs=outputs, parameters=PARAMETERS)
     response = result.get_response()
     assert all("data" in out for out in response["outputs"])  # plain JSON, no binary section
-    tensors = {name: result.as_numpy(name) for name in ("boxes", "scores", "labels", "num_detections")}
-    tensors["labels"] = [[v.decode() if isinstance(v, bytes) else v for v in row] for row in tensors["labels"]]
+    tensors = {
+        name: result.as_numpy(name) for name in ("boxes", "scores", "labels", "num_detections")
+    }
+    tensors["labels"] = [
+        [v.decode() if isinstance(v, bytes) else v for v in row] for row in tensors["labels"]
+    ]
     check_tensors(tensors, expected)
 
 
@@ -105,8 +113,12 @@ def test_kserve_rest_client_v1_and_v2(server, images, expected, kserve_python, t
         path.write_bytes(data)
         paths.append(str(path))
     peer = Path(__file__).with_name("kserve_peer.py")
-    done = subprocess.run([str(kserve_python), str(peer), server.url, *paths],
-                          capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [str(kserve_python), str(peer), server.url, *paths],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["v1_live"] is True and out["v1_model_ready"] is True

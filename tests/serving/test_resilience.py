@@ -29,8 +29,12 @@ def heavy_png(seed: int) -> bytes:
 
 
 def test_sigterm_under_load_lets_in_flight_requests_finish(start_server, model_dir, artifacts_dir):
-    server = start_server(model_dir, flags=["--workers", "2", "--threads", "4", "--graceful-timeout", "30"])
-    body = {"instances": [{"image": {"b64": base64.b64encode(heavy_png(i)).decode()}} for i in range(4)]}
+    server = start_server(
+        model_dir, flags=["--workers", "2", "--threads", "4", "--graceful-timeout", "30"]
+    )
+    body = {
+        "instances": [{"image": {"b64": base64.b64encode(heavy_png(i)).decode()}} for i in range(4)]
+    }
     url = server.url + "/v1/models/detector:predict"
     records: list[tuple[float, float, object]] = []  # (sent, answered, status or exception)
     stop = threading.Event()
@@ -42,7 +46,9 @@ def test_sigterm_under_load_lets_in_flight_requests_finish(start_server, model_d
                 return
             sent = time.monotonic()
             try:
-                outcome = requests.post(url, json=body, timeout=60).status_code  # a new connection each
+                outcome = requests.post(
+                    url, json=body, timeout=60
+                ).status_code  # a new connection each
             except requests.RequestException as exc:
                 outcome = exc
             with lock:
@@ -72,7 +78,8 @@ def test_sigterm_under_load_lets_in_flight_requests_finish(start_server, model_d
             assert isinstance(outcome, requests.ConnectionError)
     assert code == 0
     (artifacts_dir / "sigterm-under-load.txt").write_text(
-        f"{len(before)} requests sent before SIGTERM, all 200; {len(in_flight)} of them answered after it; "
+        f"{len(before)} requests sent before SIGTERM, all 200; "
+        f"{len(in_flight)} of them answered after it; "
         f"{len(records) - len(before)} sent after it\n"
     )
     log = server.log()
@@ -80,7 +87,9 @@ def test_sigterm_under_load_lets_in_flight_requests_finish(start_server, model_d
     assert "Shutting down" in log
 
 
-def test_a_killed_worker_is_replaced_and_under_1_percent_fail(start_server, model_dir, jpeg, artifacts_dir):
+def test_a_killed_worker_is_replaced_and_under_1_percent_fail(
+    start_server, model_dir, jpeg, artifacts_dir
+):
     server = start_server(model_dir, flags=["--workers", "2", "--threads", "4"])
     before = set(server.workers())
     assert len(before) == 2
@@ -116,7 +125,9 @@ def test_a_killed_worker_is_replaced_and_under_1_percent_fail(start_server, mode
         thread.join(120)
     assert killed.is_set() and len(outcomes) == total
     failed = [o for o in outcomes if o != 200]
-    (artifacts_dir / "killed-worker.txt").write_text(f"{len(failed)} of {total} requests failed: {failed}\n")
+    (artifacts_dir / "killed-worker.txt").write_text(
+        f"{len(failed)} of {total} requests failed: {failed}\n"
+    )
     assert len(failed) < total / 100, failed
 
     deadline = time.monotonic() + 30

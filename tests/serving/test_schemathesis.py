@@ -17,10 +17,25 @@ def test_schemathesis_finds_no_server_error_and_no_nonconformance(server, artifa
     seen = len(server.json_log())
     schemathesis = Path(sys.executable).with_name("schemathesis")
     done = subprocess.run(
-        [str(schemathesis), "--config-file", str(Path(__file__).with_name("schemathesis.toml")),
-         "run", server.url + "/openapi.json", "--max-examples", "60", "--workers", "2",
-         "--request-timeout", "30", "--seed", "1", "--no-color"],
-        capture_output=True, text=True, timeout=400,
+        [
+            str(schemathesis),
+            "--config-file",
+            str(Path(__file__).with_name("schemathesis.toml")),
+            "run",
+            server.url + "/openapi.json",
+            "--max-examples",
+            "60",
+            "--workers",
+            "2",
+            "--request-timeout",
+            "30",
+            "--seed",
+            "1",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     report = done.stdout + done.stderr
     (artifacts_dir / "schemathesis.txt").write_text(report)

@@ -14,8 +14,15 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
 # Flags that work on these machines (root, no GPU, no network beyond loopback).
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +46,14 @@ def iou(a, b) -> float:
 
 
 def detections_on_page(page) -> list[dict]:
-    return page.evaluate("""() => [...document.querySelectorAll('#detections li')].map(li => li.textContent)""")
+    return page.evaluate(
+        """() => [...document.querySelectorAll('#detections li')].map(li => li.textContent)"""
+    )
 
 
-def test_choose_an_image_and_see_labelled_boxes(browser, server, shapes, trained, artifacts_dir, tmp_path):
+def test_choose_an_image_and_see_labelled_boxes(
+    browser, server, shapes, trained, artifacts_dir, tmp_path
+):
     data, objects = shapes[2]
     image = tmp_path / "shapes.jpg"
     image.write_bytes(data)
@@ -63,7 +74,9 @@ def test_choose_an_image_and_see_labelled_boxes(browser, server, shapes, trained
     page.screenshot(path=str(artifacts_dir / "web-page.png"), full_page=True)
     # The canvas shows the image at its own size with the boxes drawn over it.
     body = answer.value.json()
-    size = page.evaluate("() => [document.getElementById('canvas').width, document.getElementById('canvas').height]")
+    size = page.evaluate(
+        "() => [document.getElementById('canvas').width, document.getElementById('canvas').height]"
+    )
     assert size == [body["width"], body["height"]]
     threshold = float(page.input_value("#threshold"))
     boxes = [d for d in body["detections"] if d["score"] >= threshold]
@@ -77,8 +90,10 @@ def test_choose_an_image_and_see_labelled_boxes(browser, server, shapes, trained
     if trained:
         # Real boxes: each shape in the picture is found where it is.
         truth = [(o.xmin, o.ymin, o.xmax, o.ymax, o.name) for o in objects]
-        found = [(d["box"]["xmin"], d["box"]["ymin"], d["box"]["xmax"], d["box"]["ymax"], d["label"])
-                 for d in boxes]
+        found = [
+            (d["box"]["xmin"], d["box"]["ymin"], d["box"]["xmax"], d["box"]["ymax"], d["label"])
+            for d in boxes
+        ]
         matched = [t for t in truth if any(f[4] == t[4] and iou(f, t) >= 0.5 for f in found)]
         assert len(matched) >= len(truth) / 2, (truth, found)
     # Raising the slider to the top hides everything below it, without asking the server again.
@@ -90,7 +105,9 @@ def test_choose_an_image_and_see_labelled_boxes(browser, server, shapes, trained
 
 def test_drop_an_image_at_phone_width(browser, server, shapes, artifacts_dir):
     data, _ = shapes[3]
-    page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
+    page = browser.new_page(
+        viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True
+    )
     page.goto(server.url + "/")
     page.wait_for_function("document.getElementById('model').textContent.includes('detector (')")
     page.fill("#threshold", "0.01")
@@ -102,7 +119,8 @@ def test_drop_an_image_at_phone_width(browser, server, shapes, artifacts_dir):
                 transfer.items.add(new File([bytes], 'dropped.jpg', {type: 'image/jpeg'}));
                 const drop = document.getElementById('drop');
                 for (const kind of ['dragenter', 'dragover', 'drop']) {
-                    drop.dispatchEvent(new DragEvent(kind, {dataTransfer: transfer, bubbles: true, cancelable: true}));
+                    drop.dispatchEvent(new DragEvent(kind,
+                        {dataTransfer: transfer, bubbles: true, cancelable: true}));
                 }
             }""",
             base64.b64encode(data).decode(),
