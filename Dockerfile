@@ -18,29 +18,37 @@ ARG BASE_IMAGE=python:3.11-slim
 # Build stages: a virtualenv per image, filled from the pins; nothing of these stages but
 # /opt/venv reaches a final image.
 # ---------------------------------------------------------------------------------------------
+# Each image's requirements, from pyproject.toml's extras. Only these lists (and the pins) feed the
+# dependency layers below, so an edit elsewhere in pyproject.toml does not reinstall anything.
+FROM ${BASE_IMAGE} AS requirements
+WORKDIR /build
+COPY pyproject.toml k8s/docker/requirements.py ./
+# tf-cpu (tensorflow-cpu) or tf-gpu (tensorflow[and-cuda]: CUDA and cuDNN come as pip wheels).
+ARG TF_EXTRA=tf-cpu
+# matplotlib (a core dependency, for evaluation plots) is left out of the server: serving draws
+# with Pillow, and matplotlib with its fonts would take about 70 MB of its 400 MB budget.
+RUN python3 requirements.py --core serve --exclude matplotlib > server.txt \
+    && python3 requirements.py --core "${TF_EXTRA}" train pipeline > trainer.txt
+
 FROM ${BASE_IMAGE} AS venv
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 WORKDIR /build
 RUN python3 -m venv /opt/venv
-COPY constraints.txt pyproject.toml k8s/docker/requirements.py ./
+COPY constraints.txt ./
 
 FROM venv AS server-deps
-# matplotlib (a core dependency, for evaluation plots) is left out: serving draws with Pillow, and
-# matplotlib with its fonts would take about 70 MB of the server image's 400 MB budget.
+COPY --from=requirements /build/server.txt ./requirements.txt
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python3 requirements.py --core serve --exclude matplotlib > requirements.txt \
-    && /opt/venv/bin/pip install -c constraints.txt -r requirements.txt
+    /opt/venv/bin/pip install -c constraints.txt -r requirements.txt
 
 FROM venv AS trainer-deps
-# tf-cpu (tensorflow-cpu) or tf-gpu (tensorflow[and-cuda]: CUDA and cuDNN come as pip wheels).
-ARG TF_EXTRA=tf-cpu
+COPY --from=requirements /build/trainer.txt ./requirements.txt
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python3 requirements.py --core "${TF_EXTRA}" train pipeline > requirements.txt \
-    && /opt/venv/bin/pip install -c constraints.txt -r requirements.txt
+    /opt/venv/bin/pip install -c constraints.txt -r requirements.txt
 
 FROM venv AS wheel
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY kubedetect ./kubedetect
 COPY serving ./serving
 COPY components ./components
