@@ -39,32 +39,28 @@ COPY constraints.txt ./
 
 FROM venv AS server-deps
 COPY --from=requirements /build/server.txt ./requirements.txt
+# The service never installs anything at run time: pip and setuptools leave with the build.
 RUN --mount=type=cache,target=/root/.cache/pip \
-    /opt/venv/bin/pip install -c constraints.txt -r requirements.txt
+    /opt/venv/bin/pip install -c constraints.txt -r requirements.txt \
+    && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools
 
 FROM venv AS trainer-deps
 COPY --from=requirements /build/trainer.txt ./requirements.txt
 RUN --mount=type=cache,target=/root/.cache/pip \
     /opt/venv/bin/pip install -c constraints.txt -r requirements.txt
 
-FROM venv AS wheel
+# The project itself, built once as a wheel and laid out under /project as it will sit in
+# /opt/venv (lib/python3.11/site-packages/..., bin/kubedetect). The final images copy it over
+# their dependency layer: a code change rebuilds a small layer, never the dependencies.
+FROM venv AS project
 COPY pyproject.toml README.md ./
 COPY kubedetect ./kubedetect
 COPY serving ./serving
 COPY components ./components
 COPY pipelines ./pipelines
 RUN --mount=type=cache,target=/root/.cache/pip \
-    /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels .
-
-FROM server-deps AS server-venv
-COPY --from=wheel /wheels /wheels
-# The service never installs anything at run time: pip and setuptools leave with the build.
-RUN /opt/venv/bin/pip install --no-deps --no-index -c constraints.txt /wheels/*.whl \
-    && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools
-
-FROM trainer-deps AS trainer-venv
-COPY --from=wheel /wheels /wheels
-RUN /opt/venv/bin/pip install --no-deps --no-index -c constraints.txt /wheels/*.whl
+    /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
+    && /opt/venv/bin/pip install --no-deps --no-index --no-compile --prefix /project /wheels/*.whl
 
 # ---------------------------------------------------------------------------------------------
 # trainer: `python -m kubedetect.train ...` in TFJob workers (container `tensorflow`), and the base
@@ -75,9 +71,14 @@ FROM ${BASE_IMAGE} AS trainer
 RUN groupadd --system --gid 10001 kubedetect \
     && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
         --shell /usr/sbin/nologin kubedetect \
-    && mkdir -p /gcs /minio /s3 /data \
-    && chown 10001:10001 /gcs /minio /s3 /data
-COPY --from=trainer-venv /opt/venv /opt/venv
+    && mkdir -p /gcs /minio /s3 /workspace \
+    && chown 10001:10001 /gcs /minio /s3 /workspace
+COPY --from=trainer-deps /opt/venv /opt/venv
+COPY --from=project /project/ /opt/venv/
+# Byte-compiled here, where the sources finally live (tracebacks name these paths).
+RUN /opt/venv/bin/python -m compileall -q /opt/venv/lib/python3.11/site-packages/kubedetect \
+        /opt/venv/lib/python3.11/site-packages/serving /opt/venv/lib/python3.11/site-packages/components \
+        /opt/venv/lib/python3.11/site-packages/pipelines
 ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp \
     PYTHONUNBUFFERED=1 \
@@ -99,7 +100,12 @@ FROM ${BASE_IMAGE} AS server
 RUN groupadd --system --gid 10001 kubedetect \
     && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
         --shell /usr/sbin/nologin kubedetect
-COPY --from=server-venv /opt/venv /opt/venv
+COPY --from=server-deps /opt/venv /opt/venv
+COPY --from=project /project/ /opt/venv/
+# Byte-compiled at build time: on a read-only root filesystem nothing can be cached at run time.
+RUN /opt/venv/bin/python -m compileall -q /opt/venv/lib/python3.11/site-packages/kubedetect \
+        /opt/venv/lib/python3.11/site-packages/serving /opt/venv/lib/python3.11/site-packages/components \
+        /opt/venv/lib/python3.11/site-packages/pipelines
 ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp \
     TMPDIR=/tmp \
