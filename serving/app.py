@@ -21,6 +21,7 @@ from werkzeug.routing import BaseConverter
 
 from kubedetect.config import ServeConfig
 from serving import metrics
+from serving.api import detect, kserve_v1, metrics_api, openapi, v2, web
 from serving.body import drain
 from serving.errors import ServingError, Unavailable
 from serving.model import DetectorModel
@@ -48,8 +49,6 @@ def create_app(config: ServeConfig, *, start: bool = True) -> Flask:
     )
     model.load()  # a missing, malformed or tampered model fails here, before serving anything
     app.extensions["kubedetect"] = Service(config, model)
-
-    from serving.api import detect, kserve_v1, metrics_api, openapi, v2, web
 
     for blueprint in (web.bp, detect.bp, kserve_v1.bp, v2.bp, metrics_api.bp, openapi.bp):
         app.register_blueprint(blueprint)

@@ -44,6 +44,15 @@ class _Job:
         self.abandoned = False
 
 
+class Announcement:
+    """Images a request thread is decoding and has not queued yet."""
+
+    __slots__ = ("count",)
+
+    def __init__(self, count: int):
+        self.count = count
+
+
 _STOP = object()
 
 
@@ -115,17 +124,22 @@ class Batcher:
     # -- what request threads call ---------------------------------------------------------------
 
     @contextmanager
-    def incoming(self, count: int = 1) -> Iterator[None]:
-        """Announce images being decoded now, so that a forming batch waits for them."""
+    def incoming(self, count: int = 1) -> Iterator[Announcement]:
+        """Announce images being decoded now, so that a forming batch waits for them; pass the
+        announcement to `submit`, which withdraws each image as it joins the queue."""
+        announcement = Announcement(count)
         with self._lock:
             self._incoming += count
         try:
-            yield
+            yield announcement
         finally:
             with self._lock:
-                self._incoming -= count
+                self._incoming -= announcement.count
+            announcement.count = 0
 
-    def submit(self, images: list[np.ndarray], deadline: float) -> list:
+    def submit(
+        self, images: list[np.ndarray], deadline: float, announced: Announcement | None = None
+    ) -> list:
         """Run images (each uint8 [S, S, 3]) and return their outputs, in order.
 
         Raises NotReady before warm-up has finished, QueueFull when the queue cannot take all of
@@ -134,16 +148,23 @@ class Batcher:
         self.check_ready()
         jobs = [_Job(pixels) for pixels in images]
         for i, job in enumerate(jobs):
+            if announced is not None and announced.count > 0:
+                # Withdrawn just before it is queued: a batcher that sees no more incoming
+                # images may miss this one (it runs in the next batch) but never waits in vain.
+                with self._lock:
+                    self._incoming -= 1
+                announced.count -= 1
+            metrics.QUEUE_DEPTH.inc()  # before the batcher can take it (and count it out)
             try:
                 self._queue.put_nowait(job)
             except queue.Full:
+                metrics.QUEUE_DEPTH.dec()
                 for queued in jobs[:i]:
                     queued.abandoned = True
                 raise QueueFull(
                     f"the server is busy: {self.max_queue} images are already waiting; "
                     "retry shortly"
                 ) from None
-            metrics.QUEUE_DEPTH.inc()
         for job in jobs:
             if not job.done.wait(max(0.0, deadline - time.monotonic())):
                 for pending in jobs:

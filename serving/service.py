@@ -67,14 +67,14 @@ class Service:
             )
         self.check_ready()
         many = len(images) > 1
-        with self.batcher.incoming(len(images)):
+        with self.batcher.incoming(len(images)) as announced:
             prepared = [
                 self.model.preprocess(
                     data, keep_image=keep_image, source=f"image {i}" if many else "image"
                 )
                 for i, data in enumerate(images)
             ]
-        outputs = self.batcher.submit([p.pixels for p in prepared], deadline)
+            outputs = self.batcher.submit([p.pixels for p in prepared], deadline, announced)
         metrics.IMAGES.inc(len(images))
         return [
             ImageResult(

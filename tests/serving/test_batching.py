@@ -159,3 +159,29 @@ def test_not_ready_before_warm_up_and_a_failed_warm_up_says_why(model):
     assert not failing.wait_ready(5)
     with pytest.raises(NotReady, match="failed to load: RuntimeError: interpreter cannot allocate"):
         failing.submit(images(model, 1), time.monotonic() + 5)
+
+
+def test_a_batch_waits_for_announced_images_and_a_lone_one_does_not_wait(model):
+    sizes: list[int] = []
+
+    def predict(batch):
+        sizes.append(len(batch))
+        return model.predict(batch)
+
+    # A delay far longer than the test: a batch that waited for it would time the request out.
+    batcher = Batcher(predict, warm_up=lambda: None, max_batch_size=8, max_batch_delay_ms=60_000)
+    batcher.start()
+    batcher.wait_ready(5)
+    try:
+        (alone,) = batcher.submit(images(model, 1), time.monotonic() + 20)  # nothing announced
+        assert sizes == [1] and alone["heatmap"].ndim == 3
+
+        with batcher.incoming(1) as announced:  # another request thread is decoding an image
+            thread, box = in_thread(batcher, images(model, 1, seed=5), timeout=20)
+            wait_until(lambda: batcher._queue.qsize() == 0)  # the batcher took it and waits
+            late = batcher.submit(images(model, 1, seed=6), time.monotonic() + 20, announced)
+        thread.join(20)
+        assert len(late) == 1 and len(box["result"]) == 1
+        assert sizes == [1, 2]  # the announced image joined the waiting one
+    finally:
+        batcher.stop()

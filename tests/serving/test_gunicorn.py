@@ -221,3 +221,36 @@ def test_gunicorn_runs_as_configured(server):
         maps = Path(f"/proc/{pid}/maps").read_text()
         assert "/site-packages/tensorflow/" not in maps and "libtensorflow_framework" not in maps
         assert "ai_edge_litert" in maps
+
+
+def test_v2_answers_conform_to_the_open_inference_protocol_spec(server, jpeg, oip_spec):
+    """Our JSON answers validate against the schemas of ../shared/specs (the OIP REST spec)."""
+    import jsonschema
+    import yaml
+
+    spec = yaml.safe_load(oip_spec.read_text())
+
+    def check(instance: dict, schema: str) -> None:
+        root = {"$ref": f"#/components/schemas/{schema}", "components": spec["components"]}
+        jsonschema.validate(instance, root, cls=jsonschema.Draft4Validator)
+
+    check(server.get("/v2").json(), "metadata_server_response")
+    check(server.get("/v2/models/detector").json(), "metadata_model_response")
+    answer = server.post(
+        "/v2/models/detector/infer",
+        json={
+            "id": "42",
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "BYTES",
+                    "shape": [1],
+                    "data": [base64.b64encode(jpeg).decode()],
+                }
+            ],
+        },
+    )
+    check(answer.json(), "inference_response")
+    error = server.post("/v2/models/detector/infer", json={"inputs": []})
+    assert error.status_code == 400
+    check(error.json(), "inference_error_response")
