@@ -87,7 +87,7 @@ def build_tfjob(name: str, train_argv: list[str], workers: int, cluster: Cluster
             else None
         ),
         security_context=k8s.V1PodSecurityContext(
-            run_as_non_root=True, run_as_user=1000, fs_group=1000,
+            run_as_non_root=True, run_as_user=10001, run_as_group=10001, fs_group=10001,
             seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
         ),
     )
