@@ -100,6 +100,74 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
+# train / evaluate / quantize
+# ----------------------------------------------------------------------------------------------
+
+
+def _train(args: argparse.Namespace) -> int:
+    from kubedetect.train import run
+
+    return run(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from kubedetect.config import EvalConfig
+    from kubedetect.evaluate import evaluate, summary
+
+    out = args.out or os.path.join(
+        args.model if os.path.isdir(args.model) else os.path.dirname(args.model), "evaluation"
+    )
+    metrics = evaluate(args.model, args.shards_dir, out, from_args(EvalConfig, args), progress=not args.quiet)
+    print(summary(metrics))
+    print(f"metrics and plots: {out}")
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from kubedetect.config import QuantizeConfig
+    from kubedetect.quantize import quantize_model, report, report_table
+
+    config = from_args(QuantizeConfig, args)
+    quantize_model(args.model_dir, args.out_dir, config)
+    if config.report:
+        result = report(args.model_dir, args.out_dir, config)
+        print(report_table(result))
+        print(f"report: {os.path.join(args.out_dir, 'report.json')} and report.md")
+    return 0
+
+
+def _add_model_commands(commands) -> None:
+    from kubedetect.config import EvalConfig, QuantizeConfig
+    from kubedetect.train import add_train_arguments
+
+    train = commands.add_parser(
+        "train", help="train the detector (here, or as --workers N local processes)",
+        description="Train on preprocessed shards. With --workers N, N local processes under "
+        "MultiWorkerMirroredStrategy, each with the TF_CONFIG a TFJob would give it.",
+    )
+    add_train_arguments(train)
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="COCO metrics and plots of a model (export dir or .tflite) on a split"
+    )
+    evaluate.add_argument("model", metavar="MODEL", help="a model folder (Keras export or TFLite variant) or .tflite file")
+    evaluate.add_argument("shards_dir", metavar="SHARDS_DIR")
+    evaluate.add_argument("--out", default=None, help="output folder (default: MODEL/evaluation)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_arguments(evaluate, EvalConfig)
+    evaluate.set_defaults(handler=_evaluate)
+
+    quantize = commands.add_parser(
+        "quantize", help="TFLite variants (float32, float16, dynamic, int8) of an exported model"
+    )
+    quantize.add_argument("model_dir", metavar="MODEL_DIR")
+    quantize.add_argument("out_dir", metavar="OUT_DIR")
+    add_arguments(quantize, QuantizeConfig)
+    quantize.set_defaults(handler=_quantize)
+
+
+# ----------------------------------------------------------------------------------------------
 # the parser
 # ----------------------------------------------------------------------------------------------
 
@@ -144,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     merge = commands.add_parser("merge-shards", help="write dataset.json once every shard is done")
     merge.add_argument("out_dir", metavar="OUT_DIR")
     merge.set_defaults(handler=_merge_shards)
+
+    _add_model_commands(commands)
 
     serve = commands.add_parser(
         "serve",

@@ -306,3 +306,80 @@ class ServeConfig:
 
     def worker_count(self) -> int:
         return self.workers if self.workers > 0 else available_cores()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the detector is trained (the same flags for one process, local workers and a TFJob)."""
+
+    epochs: int = option(24, "Passes over the training split.")
+    batch_size: int = option(32, "Global batch size, split evenly across workers (replicas).")
+    learning_rate: float = option(4e-3, "Peak learning rate of AdamW (after warm-up, cosine decay).")
+    warmup_epochs: float = option(0.5, "Linear learning-rate warm-up, in epochs.")
+    weight_decay: float = option(1e-4, "Decoupled weight decay of AdamW.")
+    steps_per_epoch: int = option(
+        0, "Steps per epoch. 0: one pass over the training split (images // batch size)."
+    )
+    seed: int = option(0, "Seeds initial weights, shuffling and augmentation: same seed, same run.")
+    augment: bool = option(True, "Box-consistent augmentation: flips, scale/crop jitter, colour.")
+    scale_jitter: float = option(
+        0.25, "Random crop side relative to the image, in [1 - j, 1 + j] (more than 1 zooms out)."
+    )
+    colour_jitter: float = option(0.2, "Strength of brightness, contrast and saturation jitter.")
+    shuffle_buffer: int = option(2048, "Examples in the shuffle buffer of each worker.")
+    cache: bool = option(True, "Keep decoded training images in memory (images x S x S x 3 bytes).")
+    checkpoint_dir: str | None = option(
+        None,
+        "Checkpoints, shared by all workers (a volume or bucket on a cluster); a restarted job "
+        "resumes from the latest. Default: MODEL_DIR/checkpoints.",
+    )
+    checkpoint_every: int = option(100, "Steps between checkpoints (0: only at the end of epochs).")
+    keep_checkpoints: bool = option(
+        False, "Keep the default checkpoint folder after a successful export (it is removed)."
+    )
+    cluster_timeout: float = option(
+        600.0, "Seconds to wait for every worker of TF_CONFIG to come up before failing."
+    )
+    threads: int = option(0, "CPU threads for TensorFlow ops in this process. 0: all cores.")
+    eval_every: int = option(1, "Epochs between validation mAP measurements on the chief (0: at the end).")
+    eval_images: int = option(0, "Validation images for the per-epoch mAP. 0: the whole split.")
+    mixed_precision: bool = option(True, "float16 compute on GPUs (ignored without a GPU).")
+    progress: bool = option(True, "Show a progress bar per epoch (on terminals only).")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How a model is evaluated (COCO metrics through pycocotools)."""
+
+    split: str = option("val", "The split of the shards to evaluate on.")
+    score_threshold: float | None = option(
+        None,
+        "Score above which a detection counts, for precision, recall, the confusion matrix and "
+        "the image grid. Default: the model's own (model.json). mAP uses every detection.",
+    )
+    iou_threshold: float = option(0.5, "IoU at which a detection matches a true box (precision, recall, confusion).")
+    max_detections: int = option(100, "Detections per image (COCO's maxDets).")
+    batch_size: int = option(16, "Images per forward pass.")
+    threads: int = option(0, "CPU threads of the TFLite interpreter. 0: all cores.")
+    max_images: int = option(0, "Evaluate only the first N images of the split. 0: all.")
+    plots: bool = option(True, "Write the plots (PR curves, confusion matrix, image grid, training curves).")
+    grid_images: int = option(16, "Validation images in the grid of predicted and true boxes.")
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """How the exported model becomes TFLite variants, and how they are compared."""
+
+    modes: tuple[str, ...] = option(
+        ("float32", "float16", "dynamic", "int8"), "Variants to write.", flag="--mode"
+    )
+    shards: str | None = option(
+        None,
+        "Shards folder for calibration (train split) and the report (val split). Default: the "
+        "one the model was trained on (model.json provenance).",
+    )
+    calibration_images: int = option(200, "Training images that calibrate the int8 ranges.")
+    report: bool = option(False, "Evaluate every variant and write report.json and report.md.")
+    threads: int = option(2, "Interpreter threads for the latency measurement of the report.")
+    latency_runs: int = option(200, "Timed single-image runs per variant (after a warm-up).")
+    split: str = option("val", "Split on which the report measures mAP.")

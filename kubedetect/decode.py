@@ -33,7 +33,11 @@ class Detections:
         keep = self.scores >= score_threshold
         boxes, scores, classes = self.boxes[keep], self.scores[keep], self.class_ids[keep]
         if max_detections is not None:
-            boxes, scores, classes = boxes[:max_detections], scores[:max_detections], classes[:max_detections]
+            boxes, scores, classes = (
+                boxes[:max_detections],
+                scores[:max_detections],
+                classes[:max_detections],
+            )
         return Detections(boxes, scores, classes)
 
 
@@ -45,13 +49,23 @@ def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 
 
 def peaks(heatmap: np.ndarray) -> np.ndarray:
-    """A mask of the cells that are the maximum of their 3x3 neighbourhood, per class."""
+    """A mask of the cells that are the maximum of their 3x3 neighbourhood, per class.
+
+    Of equal neighbours only the first in raster order counts: int8 outputs quantize scores to
+    steps of 1/256, and a peak spread over two equal cells would otherwise become two
+    detections of one object (a false alarm, with a score as high as the true one).
+    """
     h, w, _ = heatmap.shape
     padded = np.pad(heatmap, ((1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
-    neighbourhood = np.max(
-        np.stack([padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]), axis=0
-    )
-    return heatmap >= neighbourhood
+    keep = np.ones(heatmap.shape, dtype=bool)
+    for dy in range(3):
+        for dx in range(3):
+            if (dy, dx) == (1, 1):
+                continue
+            neighbour = padded[dy : dy + h, dx : dx + w]
+            earlier = (dy, dx) < (1, 1)  # the neighbour comes first in raster order
+            keep &= (heatmap > neighbour) if earlier else (heatmap >= neighbour)
+    return keep
 
 
 def decode(

@@ -14,13 +14,16 @@ classes, sha256) and `labels.json`.
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
 
 from kubedetect import fs
+from kubedetect.errors import KubedetectError
 from kubedetect.labels import ClassMap
 from kubedetect.modelcard import OUTPUTS, ModelCard, TensorSpec, sha256_bytes
 
@@ -67,13 +70,15 @@ def describe(tflite: bytes) -> tuple[TensorSpec, dict[str, TensorSpec]]:
     from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
 
     runner = Interpreter(model_content=tflite).get_signature_runner()
-    (name, detail), = runner.get_input_details().items()
+    ((name, detail),) = runner.get_input_details().items()
     scale, zero_point = detail["quantization"]
     spec = TensorSpec(name, np.dtype(detail["dtype"]).name, float(scale), int(zero_point))
     outputs = {}
     for out_name, out in runner.get_output_details().items():
         scale, zero_point = out["quantization"]
-        outputs[out_name] = TensorSpec(out_name, np.dtype(out["dtype"]).name, float(scale), int(zero_point))
+        outputs[out_name] = TensorSpec(
+            out_name, np.dtype(out["dtype"]).name, float(scale), int(zero_point)
+        )
     missing = [name for name in OUTPUTS if name not in outputs]
     if missing:
         raise ValueError(f"converted model lacks outputs {missing}; has {sorted(outputs)}")
@@ -107,3 +112,169 @@ def write_variant(out_dir: str, mode: str, tflite: bytes, source: ModelCard) -> 
 
 def variant_dir(out_dir: str, mode: str) -> str:
     return os.path.join(out_dir, mode) if not fs.is_uri(out_dir) else fs.join(out_dir, mode)
+
+
+# ----------------------------------------------------------------------------------------------
+# `kubedetect quantize MODEL_DIR OUT_DIR [--mode ...] [--report]`
+# ----------------------------------------------------------------------------------------------
+
+
+def _shards_of(card: ModelCard, config) -> str:
+    shards = config.shards or card.provenance.get("trained_on", {}).get("shards")
+    if not shards:
+        raise KubedetectError("no shards to calibrate or evaluate with: pass --shards")
+    if not fs.exists(fs.join(shards, "dataset.json")):
+        raise KubedetectError(
+            f"{shards}: no dataset.json (the shards the model was trained on are not here); "
+            "pass --shards"
+        )
+    return shards
+
+
+def quantize_model(model_dir: str, out_dir: str, config, *, log=print) -> dict[str, ModelCard]:
+    """Every variant of `config.modes` from the Keras export in model_dir, into out_dir/<mode>/."""
+    import keras  # noqa: PLC0415
+
+    from kubedetect.preprocess import shard_paths  # noqa: PLC0415
+
+    unknown = [m for m in config.modes if m not in MODES]
+    if unknown:
+        raise KubedetectError(f"--mode {','.join(unknown)}: unknown; choose from {','.join(MODES)}")
+    card = ModelCard.load(model_dir)
+    if card.kind != "keras":
+        raise KubedetectError(
+            f"{model_dir}: quantize takes a training export (kind keras), not {card.kind}"
+        )
+    model = keras.saving.load_model(card.verify(model_dir), compile=False)
+    calibration = None
+    if "int8" in config.modes:
+        shards = _shards_of(card, config)
+        calibration = list(
+            representative_images(shard_paths(shards, "train"), config.calibration_images)
+        )
+        log(f"int8 calibration: {len(calibration)} training images from {shards}")
+    cards = {}
+    for mode in config.modes:
+        started = time.perf_counter()
+        tflite = convert(model, mode, calibration)
+        cards[mode] = write_variant(out_dir, mode, tflite, card)
+        log(
+            f"{mode:<8} {len(tflite) / 1024:8.1f} kB  -> {variant_dir(out_dir, mode)} "
+            f"({time.perf_counter() - started:.1f} s)"
+        )
+    return cards
+
+
+def single_image_latency(detector, image: np.ndarray, runs: int, warmup: int = 20) -> dict:
+    """Milliseconds per interpreter invocation on one image (median and 90th percentile)."""
+    tensor = detector.quantize_input(image[None])
+    for _ in range(warmup):
+        detector.invoke(tensor)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        detector.invoke(tensor)
+        times.append((time.perf_counter() - start) * 1000)
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90))}
+
+
+def report(model_dir: str, out_dir: str, config, *, log=print) -> dict:
+    """Evaluate every variant in out_dir with the one evaluator and time it; report.json + .md."""
+    from kubedetect.config import EvalConfig  # noqa: PLC0415
+    from kubedetect.evaluate import evaluate, load_split  # noqa: PLC0415
+    from kubedetect.runtime import TFLiteDetector  # noqa: PLC0415
+
+    card = ModelCard.load(model_dir)
+    shards = _shards_of(card, config)
+    data = load_split(shards, config.split)
+    eval_config = EvalConfig(split=config.split, plots=False)
+    rows = []
+    keras_metrics = evaluate(model_dir, shards, None, eval_config, data=data, progress=False)
+    rows.append(
+        {
+            "variant": "keras",
+            "file": card.file,
+            "size_bytes": fs_size(model_dir, card.file),
+            "latency_ms": None,
+            "latency_p90_ms": None,
+            "map50": keras_metrics["map50"],
+            "map50_95": keras_metrics["map50_95"],
+        }
+    )
+    for mode in config.modes:
+        folder = variant_dir(out_dir, mode)
+        if not fs.exists(fs.join(folder, "model.json")):
+            raise KubedetectError(f"{folder}: no variant; run quantize with --mode {mode} first")
+        metrics = evaluate(folder, shards, None, eval_config, data=data, progress=False)
+        latency = single_image_latency(
+            TFLiteDetector(folder, num_threads=config.threads), data.images[0], config.latency_runs
+        )
+        rows.append(
+            {
+                "variant": mode,
+                "file": "model.tflite",
+                "size_bytes": fs_size(folder, "model.tflite"),
+                "latency_ms": latency["median_ms"],
+                "latency_p90_ms": latency["p90_ms"],
+                "map50": metrics["map50"],
+                "map50_95": metrics["map50_95"],
+            }
+        )
+        log(
+            f"{mode:<8} mAP@0.5 {metrics['map50']:.4f} mAP@0.5:0.95 {metrics['map50_95']:.4f} "
+            f"latency {latency['median_ms']:.3f} ms"
+        )
+    reference = next((r for r in rows if r["variant"] == "float32"), rows[0])
+    for row in rows:
+        row["map50_drop_points"] = (reference["map50"] - row["map50"]) * 100
+        row["map50_95_drop_points"] = (reference["map50_95"] - row["map50_95"]) * 100
+        row["size_ratio"] = row["size_bytes"] / reference["size_bytes"]
+        row["latency_ratio"] = (
+            row["latency_ms"] / reference["latency_ms"]
+            if row["latency_ms"] is not None and reference["latency_ms"]
+            else None
+        )
+    result = {
+        "model": model_dir,
+        "shards": shards,
+        "split": config.split,
+        "images": len(data.images),
+        "threads": config.threads,
+        "latency_runs": config.latency_runs,
+        "reference": reference["variant"],
+        "variants": rows,
+    }
+    fs.write_text(fs.join(out_dir, "report.json"), json.dumps(result, indent=1) + "\n")
+    fs.write_text(fs.join(out_dir, "report.md"), report_table(result) + "\n")
+    return result
+
+
+def report_table(result: dict) -> str:
+    """The report as a markdown table (drops are in mAP points against the reference)."""
+    ref = result["reference"]
+    lines = [
+        f"| variant | size (kB) | size vs {ref} | latency (ms, {result['threads']} threads) "
+        f"| latency vs {ref} | mAP@0.5 | mAP@0.5:0.95 | drop @0.5 (points) "
+        "| drop @0.5:0.95 (points) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["variants"]:
+        latency = "-" if r["latency_ms"] is None else f"{r['latency_ms']:.3f}"
+        ratio = "-" if r["latency_ratio"] is None else f"{r['latency_ratio']:.2f}x"
+        cells = [
+            r["variant"], f"{r['size_bytes'] / 1024:.1f}", f"{r['size_ratio']:.2f}x",
+            latency, ratio,
+            f"{r['map50']:.4f}", f"{r['map50_95']:.4f}", f"{r['map50_drop_points']:+.2f}",
+            f"{r['map50_95_drop_points']:+.2f}",
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(
+        f"{result['images']} images of the '{result['split']}' split of {result['shards']}; "
+        "latency: one image per LiteRT (XNNPACK) invocation, median."
+    )
+    return "\n".join(lines)
+
+
+def fs_size(folder: str, name: str) -> int:
+    return len(fs.read_bytes(fs.join(folder, name)))

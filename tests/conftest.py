@@ -75,3 +75,63 @@ def synth_shards(synth_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth-shards")
     preprocess(str(synth_dir), str(out), PreprocessConfig(image_size=128, num_shards=2, workers=2, progress=False))
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# A trained detector and its quantized variants, for the training, evaluation, quantization and
+# serving tests. Trained once per session through the real entrypoint (`python -m
+# kubedetect.train`), briefly: it finds synthetic shapes, roughly (val mAP@0.5 about 0.6-0.7).
+# ----------------------------------------------------------------------------------------------
+
+TRAINED_IMAGE_SIZE = 128
+TRAINED_EPOCHS = 28
+
+
+@pytest.fixture(scope="session")
+def trained_shards(tmp_path_factory) -> Path:
+    """The shards `trained_model` learnt from: 400 synthetic images at 128 px, 2 shards per split."""
+    from kubedetect.config import PreprocessConfig
+    from kubedetect.data.synth import synthesize
+    from kubedetect.preprocess import preprocess
+
+    root = tmp_path_factory.mktemp("trained-data")
+    synthesize(str(root / "voc"), 400, seed=11, progress=False)
+    preprocess(
+        str(root / "voc"), str(root / "shards"),
+        PreprocessConfig(image_size=TRAINED_IMAGE_SIZE, num_shards=2, workers=2, progress=False),
+    )
+    return root / "shards"
+
+
+@pytest.fixture(scope="session")
+def trained_model(trained_shards, tmp_path_factory) -> Path:
+    """A model folder (model.keras, model.json, labels.json, history.csv): a small detector
+    trained for about a minute on `trained_shards` by `python -m kubedetect.train`."""
+    import subprocess
+    import sys
+
+    model_dir = tmp_path_factory.mktemp("trained") / "model"
+    command = [
+        sys.executable, "-m", "kubedetect.train", str(trained_shards), str(model_dir),
+        "--epochs", str(TRAINED_EPOCHS), "--batch-size", "16", "--width", "8", "--learning-rate", "6e-3",
+        "--eval-every", "0", "--no-progress",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    if result.returncode:
+        pytest.fail(f"training the session's model failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return model_dir
+
+
+@pytest.fixture(scope="session")
+def quantized_models(trained_model, tmp_path_factory) -> Path:
+    """The variants folder of `trained_model`: float32/, float16/, dynamic/, int8/, each with
+    model.tflite, model.json and labels.json, and report.json/report.md (through `kubedetect
+    quantize --report`)."""
+    from kubedetect.cli import main
+
+    out = tmp_path_factory.mktemp("quantized") / "variants"
+    code = main(["quantize", str(trained_model), str(out), "--calibration-images", "100",
+                 "--report", "--latency-runs", "50"])
+    if code:
+        pytest.fail(f"kubedetect quantize exited {code}")
+    return out

@@ -1,0 +1,106 @@
+"""Box-consistent augmentation: every change to the pixels is made to the boxes too.
+
+In two halves, for speed on CPUs: per example, `sample` draws the parameters and
+`transform_boxes` moves the boxes (cheap, so the targets can be made from the moved boxes);
+per batch, `apply` moves the pixels with a handful of batched, multi-threaded ops
+(`tf.image.crop_and_resize` does the crop, the zoom and the flip at once).
+
+- scale/crop jitter: a random window, from a zoom-in (side 1 - j) to a zoom-out (side 1 + j,
+  padded with grey), with a little aspect jitter, resized back to the input size. Boxes are
+  clipped to it; a box that keeps less than 40 % of its area, or becomes thinner than two pixels,
+  is dropped (it is no longer the object it was).
+- horizontal flip, half of the time (a window whose left edge is right of its right edge).
+- colour: brightness, contrast and saturation.
+
+Random draws are stateless and take an explicit seed per example (derived from the run's seed
+and the example's position in the stream), so a run is reproducible, and a resumed run sees
+exactly the images the interrupted one would have seen.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+PAD_VALUE = 114.0  # grey, where a zoom-out shows space outside the image
+MIN_VISIBLE = 0.4
+ASPECT_JITTER = 0.1
+IDENTITY_WINDOW = (0.0, 0.0, 1.0, 1.0)  # (y1, x1, y2, x2), crop_and_resize's order
+IDENTITY_COLOUR = (0.0, 1.0, 1.0)  # brightness, contrast, saturation
+
+
+def sample(
+    seed: tf.Tensor, *, scale_jitter: float, colour_jitter: float
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """One example's window [4] (y1, x1, y2, x2, normalised) and colour [3] parameters."""
+    seeds = tf.random.experimental.stateless_split(seed, num=7)
+    scale = tf.random.stateless_uniform([], seeds[0], 1.0 - scale_jitter, 1.0 + scale_jitter)
+    aspect = tf.random.stateless_uniform([], seeds[1], 1.0 - ASPECT_JITTER, 1.0 + ASPECT_JITTER)
+    if scale_jitter <= 0:
+        scale, aspect = tf.constant(1.0), tf.constant(1.0)
+    width, height = scale * aspect, scale / aspect
+    x = _origin(seeds[2], width)
+    y = _origin(seeds[3], height)
+    flip = tf.random.stateless_uniform([], seeds[4]) < 0.5
+    x1, x2 = tf.where(flip, x + width, x), tf.where(flip, x, x + width)
+    window = tf.stack([y, x1, y + height, x2])
+
+    c = colour_jitter
+    colour = tf.stack(
+        [
+            tf.random.stateless_uniform([], seeds[5], -c, c) * 127.5,
+            tf.random.stateless_uniform([], seeds[6], 1.0 - c, 1.0 + c),
+            tf.random.stateless_uniform([], tf.reverse(seeds[6], [0]), 1.0 - 2 * c, 1.0 + 2 * c),
+        ]
+    )
+    return window, colour
+
+
+def _origin(seed, side):
+    low, high = tf.minimum(0.0, 1.0 - side), tf.maximum(0.0, 1.0 - side)
+    return low + tf.random.stateless_uniform([], seed) * (high - low)
+
+
+def transform_boxes(boxes: tf.Tensor, classes: tf.Tensor, window: tf.Tensor, image_size: int):
+    """The boxes [N, 4] (xmin, ymin, xmax, ymax) as seen through `window`, clipped, and with the
+    ones that left the picture dropped (their classes too)."""
+    y1, x1, y2, x2 = tf.unstack(window)
+    xs = (tf.stack([boxes[:, 0], boxes[:, 2]], axis=-1) - x1) / (x2 - x1)  # a flip swaps them
+    ys = (tf.stack([boxes[:, 1], boxes[:, 3]], axis=-1) - y1) / (y2 - y1)
+    moved = tf.stack(
+        [
+            tf.reduce_min(xs, -1),
+            tf.reduce_min(ys, -1),
+            tf.reduce_max(xs, -1),
+            tf.reduce_max(ys, -1),
+        ],
+        axis=-1,
+    )
+    clipped = tf.clip_by_value(moved, 0.0, 1.0)
+    area = (moved[:, 2] - moved[:, 0]) * (moved[:, 3] - moved[:, 1])
+    kept = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+    min_side = 2.0 / image_size
+    keep = (
+        (kept >= MIN_VISIBLE * area)
+        & (clipped[:, 2] - clipped[:, 0] >= min_side)
+        & (clipped[:, 3] - clipped[:, 1] >= min_side)
+    )
+    return tf.boolean_mask(clipped, keep), tf.boolean_mask(classes, keep)
+
+
+def apply(images: tf.Tensor, windows: tf.Tensor, colours: tf.Tensor) -> tf.Tensor:
+    """A batch of uint8 images [B, S, S, 3] through their windows and colours; float32 pixels."""
+    size = tf.shape(images)[1]
+    batch = tf.shape(images)[0]
+    pixels = tf.image.crop_and_resize(
+        tf.cast(images, tf.float32),
+        windows,
+        tf.range(batch),
+        tf.stack([size, size]),
+        extrapolation_value=PAD_VALUE,
+    )
+    brightness, contrast, saturation = (colours[:, i, None, None, None] for i in range(3))
+    grey = tf.reduce_mean(pixels, axis=-1, keepdims=True)
+    pixels = grey + (pixels - grey) * saturation
+    mean = tf.reduce_mean(pixels, axis=[1, 2, 3], keepdims=True)
+    pixels = (pixels - mean) * contrast + mean + brightness
+    return tf.clip_by_value(pixels, 0.0, 255.0)

@@ -1,0 +1,90 @@
+"""Any model folder (or .tflite file) as one kind of object: images in, detections out.
+
+Evaluation and the quantization report take a Keras export and a TFLite variant alike. Both
+feed raw uint8 pixels, and both hand float output maps to the one shared decode
+(`kubedetect.decode`), so a difference in their metrics is a difference in the models.
+TFLite models run on `kubedetect.runtime.TFLiteDetector` (LiteRT), as in serving.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from kubedetect.decode import Detections, decode_batch
+from kubedetect.errors import KubedetectError
+from kubedetect.modelcard import ModelCard
+from kubedetect.runtime import TFLiteDetector
+
+
+class KerasDetector:
+    """The training export (model.keras), run by TensorFlow in inference mode."""
+
+    def __init__(self, model_dir: str, *, verify: bool = True):
+        import keras  # noqa: PLC0415 - TensorFlow only where a Keras model runs
+
+        self.model_dir = model_dir
+        self.card = ModelCard.load(model_dir)
+        if self.card.kind != "keras":
+            raise KubedetectError(f"{model_dir}: holds a {self.card.kind} model, not a Keras one")
+        path = self.card.verify(model_dir) if verify else os.path.join(model_dir, self.card.file)
+        self.model = keras.saving.load_model(path, compile=False)
+        self.input_size = self.card.input_size
+        self.classes = self.card.classes
+        self._forward = forward_function(self.model)
+
+    def raw_outputs(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        return {
+            k: v.numpy() for k, v in self._forward(np.asarray(pixels, dtype=np.float32)).items()
+        }
+
+    def predict(
+        self,
+        pixels: np.ndarray,
+        *,
+        score_threshold: float | None = None,
+        max_detections: int | None = None,
+    ) -> list[Detections]:
+        return decode_batch(
+            self.raw_outputs(pixels),
+            score_threshold=self.card.decode["score_threshold"]
+            if score_threshold is None
+            else score_threshold,
+            max_detections=self.card.decode["max_detections"]
+            if max_detections is None
+            else max_detections,
+        )
+
+
+def forward_function(model):
+    """The model's inference pass as a compiled function (BatchNorm in inference mode: a Keras 3
+    functional model called without training=False may run it in training mode)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    @tf.function(reduce_retracing=True)
+    def forward(pixels):
+        return model(pixels, training=False)
+
+    return forward
+
+
+def load_detector(path: str, *, num_threads: int = 1, verify: bool = True):
+    """A KerasDetector or a TFLiteDetector for a model folder or a .tflite file in one."""
+    if os.path.isfile(path):
+        folder, name = os.path.split(os.path.abspath(path))
+        card = ModelCard.load(folder)
+        if card.file != name:
+            raise KubedetectError(
+                f"{path}: its folder's model.json describes {card.file}, not {name}; "
+                "pass the folder of the variant"
+            )
+    elif os.path.isdir(path):
+        folder, card = path, ModelCard.load(path)
+    else:
+        raise KubedetectError(f"{path}: no such model folder or file")
+    if card.kind == "keras":
+        return KerasDetector(folder, verify=verify)
+    if card.kind == "tflite":
+        return TFLiteDetector(folder, num_threads=num_threads, verify=verify)
+    raise KubedetectError(f"{folder}: unknown model kind {card.kind!r} in model.json")

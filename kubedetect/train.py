@@ -1,0 +1,407 @@
+"""Training: `python -m kubedetect.train SHARDS_DIR MODEL_DIR [flags]`, the TFJob container command.
+
+One script for one process, for N local processes (`kubedetect train --workers N` starts N of
+these with TF_CONFIG) and for N pods of a TFJob. Read it top to bottom:
+
+1. the cluster, from TF_CONFIG, and its distribution strategy (MultiWorkerMirroredStrategy for
+   two or more workers), joined within --cluster-timeout;
+2. the data: this worker's part of the training shards, seeded, augmented, endless;
+3. the model and optimizer, created in the strategy's scope, restored from the latest
+   checkpoint if a previous run of this job left one;
+4. the loop: a custom training step run by `strategy.run` on every replica, its per-example
+   losses averaged over the global batch (Keras 3 `fit` fails under MultiWorkerMirroredStrategy
+   with two or more workers: keras-team/keras#20585), checkpoints every N steps, one log line
+   per epoch with the loss terms, images/s and, on the chief, the validation mAP;
+5. the export: the chief writes MODEL_DIR, the other workers a temporary folder they remove.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+from kubedetect.config import ModelConfig, TrainConfig, add_arguments, from_args, to_argv, to_dict
+from kubedetect.errors import KubedetectError
+
+CHECKPOINT_HISTORY = "history.csv"  # the epochs done so far, kept beside the checkpoints
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def train(
+    shards_dir: str,
+    model_dir: str,
+    config: TrainConfig | None = None,
+    model_config: ModelConfig | None = None,
+) -> dict:
+    """Train and export; returns a summary (steps, final metrics, weights digest, is_chief)."""
+    config, model_config = config or TrainConfig(), model_config or ModelConfig()
+    started = time.perf_counter()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras  # noqa: PLC0415 - TensorFlow only once training starts
+    import tensorflow as tf  # noqa: PLC0415
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from kubedetect import cluster as clusters  # noqa: PLC0415
+    from kubedetect.evaluate import evaluate_detections, load_split, predict_all  # noqa: PLC0415
+    from kubedetect.export import export, history_csv, weights_digest  # noqa: PLC0415
+    from kubedetect.inputs import training_dataset  # noqa: PLC0415
+    from kubedetect.labels import ClassMap  # noqa: PLC0415
+    from kubedetect.losses import detection_losses  # noqa: PLC0415
+    from kubedetect.model import build_detector  # noqa: PLC0415
+    from kubedetect.preprocess import load_manifest, shard_paths  # noqa: PLC0415
+
+    # -- 1. the cluster ---------------------------------------------------------------------
+    cluster = clusters.Cluster.from_env()
+    clusters.configure_threads(config.threads)
+    strategy = clusters.make_strategy(cluster, config.cluster_timeout, log=log)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise KubedetectError(
+            f"--batch-size {config.batch_size} does not split evenly over {replicas} replicas"
+        )
+    mixed = config.mixed_precision and bool(tf.config.list_physical_devices("GPU"))
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    keras.utils.set_random_seed(config.seed)
+
+    # -- 2. the data ------------------------------------------------------------------------
+    manifest = load_manifest(shards_dir)
+    classes = ClassMap(tuple(manifest["classes"]))
+    image_size = int(manifest["image_size"])
+    train_files = shard_paths(shards_dir, "train")
+    train_images = int(manifest["splits"]["train"]["images"])
+    if train_images < config.batch_size and not config.steps_per_epoch:
+        raise KubedetectError(
+            f"{shards_dir}: {train_images} training images, "
+            f"fewer than one batch of {config.batch_size}"
+        )
+    steps_per_epoch = config.steps_per_epoch or train_images // config.batch_size
+    total_steps = steps_per_epoch * config.epochs
+
+    # -- 3. model, optimizer, checkpoints ---------------------------------------------------
+    with strategy.scope():
+        model = build_detector(len(classes), image_size, model_config)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=config.learning_rate / 10,
+            warmup_target=config.learning_rate,
+            warmup_steps=int(config.warmup_epochs * steps_per_epoch),
+            decay_steps=max(1, total_steps - int(config.warmup_epochs * steps_per_epoch)),
+            alpha=0.02,
+        )
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
+        optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+        if mixed:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+    keras.mixed_precision.set_global_policy("float32")  # models built from here on: float32
+    checkpoint_dir = config.checkpoint_dir or os.path.join(model_dir, "checkpoints")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    # Every worker saves (saving may need all of them); only the chief's copy is kept.
+    write_dir = (
+        checkpoint_dir if cluster.is_chief else tempfile.mkdtemp(prefix="kubedetect-worker-ckpt-")
+    )
+    manager = tf.train.CheckpointManager(checkpoint, write_dir, max_to_keep=2)
+    latest = tf.train.latest_checkpoint(checkpoint_dir)
+    history: list[dict] = []
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        history = _read_history(os.path.join(checkpoint_dir, CHECKPOINT_HISTORY))
+        log(f"{cluster.name}: resumed from {latest} at step {int(optimizer.iterations.numpy())}")
+    step = int(optimizer.iterations.numpy())
+
+    def save_checkpoint():
+        average_statistics()
+        manager.save(checkpoint_number=step)
+        if cluster.is_chief:
+            tf.io.gfile.GFile(os.path.join(checkpoint_dir, CHECKPOINT_HISTORY), "w").write(
+                history_csv(history)
+            )
+        else:
+            tf.io.gfile.rmtree(write_dir)
+
+    dataset = strategy.distribute_datasets_from_function(
+        lambda context: training_dataset(
+            train_files,
+            num_classes=len(classes),
+            image_size=image_size,
+            batch_size=context.get_per_replica_batch_size(config.batch_size),
+            config=config,
+            start_step=step,
+            num_workers=context.num_input_pipelines,
+            worker=context.input_pipeline_id,
+        )
+    )
+    iterator = iter(dataset)
+
+    # The chief measures validation mAP on a plain (undistributed) copy of the model.
+    val_data = eval_model = None
+    if cluster.is_chief and config.epochs:
+        try:
+            val_data = load_split(shards_dir, "val", config.eval_images)
+        except KubedetectError as exc:
+            log(f"no validation mAP: {exc}")
+    if val_data is not None:
+        eval_model = build_detector(len(classes), image_size, model_config)
+        from kubedetect.decode import decode_batch  # noqa: PLC0415
+        from kubedetect.detectors import forward_function  # noqa: PLC0415
+
+        forward = forward_function(eval_model)
+
+        def predict(pixels, **decode_options):
+            outputs = forward(pixels.astype("float32"))
+            return decode_batch({k: v.numpy() for k, v in outputs.items()}, **decode_options)
+
+        def validation_map() -> dict:
+            eval_model.set_weights(model.get_weights())
+            found = predict_all(predict, val_data.images, batch_size=32, max_detections=100)
+            return evaluate_detections(val_data, found, score_threshold=0.3)
+
+    # -- 4. the loop ------------------------------------------------------------------------
+    @tf.function
+    def train_step(iterator):
+        def step_fn(images, targets):
+            with tf.GradientTape() as tape:
+                outputs = model(images, training=True)
+                terms = detection_losses(outputs, targets)
+                loss = tf.nn.compute_average_loss(
+                    terms["total"], global_batch_size=config.batch_size
+                )
+                scaled = optimizer.scale_loss(loss)
+            gradients = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+            return {
+                k: tf.nn.compute_average_loss(v, global_batch_size=config.batch_size)
+                for k, v in terms.items()
+            }
+
+        images, targets = next(iterator)
+        per_replica = strategy.run(step_fn, args=(images, targets))
+        return {
+            k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+            for k, v in per_replica.items()
+        }
+
+    @tf.function
+    def average_statistics():
+        """Each worker updates BatchNorm's running statistics from its own batches (the trainable
+        weights, updated from all-reduced gradients, stay equal): average them across workers at
+        every checkpoint, epoch end and export, so that all workers, the checkpoints and the
+        export hold the same statistics, drawn from all the data."""
+        if replicas == 1:
+            return
+
+        def average():
+            context = tf.distribute.get_replica_context()
+            variables = model.non_trainable_variables
+            means = context.all_reduce(
+                tf.distribute.ReduceOp.MEAN, [tf.identity(v.value) for v in variables]
+            )
+            for variable, mean in zip(variables, means, strict=True):
+                variable.assign(mean)
+
+        strategy.run(average)
+
+    def one():
+        return tf.constant(1.0)
+
+    @tf.function
+    def barrier():
+        """A collective every worker must reach: nobody exits while another still works."""
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(one), axis=None)
+
+    log(
+        f"{cluster.name}: training {model.count_params():,} parameters on {train_images} images "
+        f"({len(classes)} classes, {image_size} px) for {config.epochs} epochs of "
+        f"{steps_per_epoch} steps, global batch {config.batch_size} over {replicas} replica(s)"
+        f"{', mixed precision' if mixed else ''}"
+    )
+    train_seconds = history[-1]["train_seconds"] if history else 0.0
+    metrics: dict = {}
+    for epoch in range(step // steps_per_epoch, config.epochs):
+        epoch_start, first_step = time.perf_counter(), step
+        sums: dict[str, float] = {}
+        bar = tqdm(
+            total=(epoch + 1) * steps_per_epoch - step,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            unit="step",
+            disable=None if config.progress else True,
+            leave=False,
+        )
+        while step < (epoch + 1) * steps_per_epoch:
+            terms = train_step(iterator)
+            step += 1
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            bar.update()
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                save_checkpoint()
+        bar.close()
+        seconds = time.perf_counter() - epoch_start
+        train_seconds += seconds
+        done = step - first_step
+        row = {
+            "epoch": epoch + 1,
+            "step": step,
+            "loss": sums["total"] / done,
+            **{f"{k}_loss": sums[k] / done for k in ("heatmap", "size", "offset")},
+            "learning_rate": float(schedule(step)),
+            "images_per_second": done * config.batch_size / seconds,
+            "epoch_seconds": seconds,
+            "train_seconds": train_seconds,
+            "wall_seconds": time.perf_counter() - started,
+            "val_map50": None,
+            "val_map50_95": None,
+        }
+        last = epoch + 1 == config.epochs
+        average_statistics()
+        if eval_model is not None and (
+            last or (config.eval_every and (epoch + 1) % config.eval_every == 0)
+        ):
+            metrics = validation_map()
+            row.update(val_map50=metrics["map50"], val_map50_95=metrics["map50_95"])
+        history.append(row)
+        log(_epoch_line(cluster.name, config.epochs, row))
+        if not config.checkpoint_every or step % config.checkpoint_every or last:
+            save_checkpoint()
+
+    # -- 5. the export ----------------------------------------------------------------------
+    average_statistics()
+    digest = weights_digest(model.get_weights())
+    log(f"{cluster.name}: final step {step}, weights sha256 {digest}")
+    final = build_detector(len(classes), image_size, model_config)
+    final.set_weights(model.get_weights())
+    provenance = {
+        "trained_on": {
+            "shards": shards_dir,
+            "classes": list(classes.names),
+            "image_size": image_size,
+            "train_images": train_images,
+            "dataset_sha256": _manifest_digest(shards_dir),
+        },
+        "training": to_dict(config),
+        "model": to_dict(model_config),
+        "workers": cluster.size,
+        "replicas": replicas,
+        "steps": step,
+        "weights_sha256": digest,
+        "train_seconds": round(train_seconds, 1),
+        "metrics": {
+            k: metrics[k]
+            for k in ("map50", "map50_95", "per_class", "precision", "recall", "score_threshold")
+            if k in metrics
+        },
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+    card = export(model_dir, cluster.is_chief, final, classes, history, provenance, log=log)
+    barrier()
+    if cluster.is_chief and not config.checkpoint_dir and not config.keep_checkpoints:
+        tf.io.gfile.rmtree(checkpoint_dir)
+    return {
+        "is_chief": cluster.is_chief,
+        "worker": cluster.name,
+        "steps": step,
+        "weights_sha256": digest,
+        "metrics": metrics,
+        "history": history,
+        "sha256": card.sha256,
+    }
+
+
+def _epoch_line(name: str, epochs: int, row: dict) -> str:
+    line = (
+        f"{name}: epoch {row['epoch']}/{epochs} step {row['step']} loss {row['loss']:.4f} "
+        f"(heatmap {row['heatmap_loss']:.4f} size {row['size_loss']:.4f} "
+        f"offset {row['offset_loss']:.4f}) "
+        f"lr {row['learning_rate']:.2e} {row['images_per_second']:.1f} images/s "
+        f"[{row['train_seconds']:.0f} s]"
+    )
+    if row["val_map50"] is not None:
+        line += f" val mAP@0.5 {row['val_map50']:.3f} mAP@0.5:0.95 {row['val_map50_95']:.3f}"
+    return line
+
+
+def _read_history(path: str) -> list[dict]:
+    import tensorflow as tf  # noqa: PLC0415
+
+    from kubedetect.plots import read_history  # noqa: PLC0415
+
+    if not tf.io.gfile.exists(path):
+        return []
+    if "://" not in path:
+        return read_history(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, CHECKPOINT_HISTORY)
+        tf.io.gfile.copy(path, local, overwrite=True)
+        return read_history(local)
+
+
+def _manifest_digest(shards_dir: str) -> str:
+    from kubedetect import fs  # noqa: PLC0415
+
+    return fs.sha256_file(fs.join(shards_dir, "dataset.json"))
+
+
+# ----------------------------------------------------------------------------------------------
+# The command line: the same flags for `python -m kubedetect.train` and `kubedetect train`.
+# ----------------------------------------------------------------------------------------------
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "shards_dir", metavar="SHARDS_DIR", help="preprocessed shards (dataset.json)"
+    )
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="where the chief exports the model")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="local worker processes (the launcher sets TF_CONFIG for each). Inside a TFJob "
+        "TF_CONFIG decides; a --workers that disagrees with it is an error.",
+    )
+    add_arguments(parser, TrainConfig)
+    add_arguments(parser, ModelConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train in this process, or launch local workers with the same settings."""
+    from kubedetect.cluster import Cluster  # noqa: PLC0415
+
+    config, model_config = from_args(TrainConfig, args), from_args(ModelConfig, args)
+    cluster = Cluster.from_env()
+    if os.environ.get("TF_CONFIG", "").strip():
+        if args.workers not in (None, cluster.size):
+            raise KubedetectError(
+                f"--workers {args.workers}, but TF_CONFIG describes a cluster of {cluster.size}"
+            )
+    elif (args.workers or 1) > 1:
+        from kubedetect.launch import launch  # noqa: PLC0415
+
+        argv = [args.shards_dir, args.model_dir, *to_argv(config), *to_argv(model_config)]
+        return launch(argv, args.workers, threads=config.threads)
+    train(args.shards_dir, args.model_dir, config, model_config)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m kubedetect.train", description=__doc__.splitlines()[0]
+    )
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except KubedetectError as exc:
+        print(f"kubedetect: error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("kubedetect: interrupted", file=sys.stderr, flush=True)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
