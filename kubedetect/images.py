@@ -12,11 +12,12 @@ alone, and start faster without it.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from kubedetect.errors import ImageError
 
@@ -27,9 +28,16 @@ if TYPE_CHECKING:
 # caller's limit ourselves, before any pixel is decoded.
 Image.MAX_IMAGE_PIXELS = None
 
+# The photo formats kubedetect decodes, whatever a file is called. Images are untrusted input
+# (uploads, scraped datasets), and Pillow can open dozens of formats, some through external
+# programs (EPS through Ghostscript): only these decoders are ever given the bytes. The JPEG
+# decoder also opens MPO, the multi-picture JPEG many phones write.
+FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP")
+
 RESAMPLE = Image.Resampling.BILINEAR
 _TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 _EXIF_ORIENTATION = 0x0112
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
 
 
 @dataclass(frozen=True)
@@ -54,8 +62,11 @@ def decode_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
         raw_width, raw_height = image.size
+    except UnidentifiedImageError:
+        kinds = ", ".join(FORMATS)
+        raise ImageError(f"{source}: not a decodable image (not {kinds} data)") from None
     except Exception as exc:  # Pillow raises many types for unreadable data
         raise ImageError(f"{source}: not a decodable image ({_reason(exc)})") from None
     if raw_width * raw_height > max_pixels:
@@ -133,5 +144,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _reason(exc: Exception) -> str:
+    """The first line of an error, without object addresses: reports must be the same bytes on
+    every run."""
     text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200]
+    return _ADDRESS.sub(">", text.splitlines()[0])[:200]

@@ -21,6 +21,7 @@ from test_data_support import (
     expected_boxes,
     jpeg_bytes,
     kubedetect,
+    output_bytes,
     photo,
     png_bomb,
     png_bytes,
@@ -88,6 +89,8 @@ EXPECTED = Counter(
         ("duplicate_image", "JPEGImages/twin_2.jpg"),
         ("bad_image", "JPEGImages/truncated.jpg"),
         ("bad_image", "JPEGImages/bomb.png"),
+        ("bad_image", "JPEGImages/garbage.jpg"),
+        ("bad_image", "JPEGImages/postscript.jpg"),
         ("size_mismatch", "Annotations/wrong_size.xml"),
         ("degenerate_box", "Annotations/boxes.xml"),  # 0x0
         ("degenerate_box", "Annotations/boxes.xml"),  # inverted
@@ -167,6 +170,23 @@ def corpus(tmp_path_factory, secret_file) -> Path:
         (100_000, 100_000),
         [("cat", 1, 1, 9, 9)],
         data=png_bomb(100_000, 100_000),
+    )
+    add_image(
+        root,
+        f"{img}/garbage.jpg",
+        f"{ann}/garbage.xml",
+        (64, 64),
+        [("cat", 1, 1, 9, 9)],
+        data=b"this is not an image",
+    )
+    # PostScript, which Pillow would hand to Ghostscript: not one of the formats decoded.
+    add_image(
+        root,
+        f"{img}/postscript.jpg",
+        f"{ann}/postscript.xml",
+        (10, 10),
+        [("cat", 1, 1, 9, 9)],
+        data=b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n",
     )
     add_image(
         root,
@@ -281,6 +301,10 @@ def test_report_details_say_what_was_wrong_and_what_was_done(corpus_report):
     assert all(d.endswith("clipped") for d in details(r, "clipped_box", "Annotations/boxes.xml"))
     assert "truncated or corrupt" in details(r, "bad_image", "JPEGImages/truncated.jpg")[0]
     assert "decompression bomb" in details(r, "bad_image", "JPEGImages/bomb.png")[0]
+    for name in ("garbage", "postscript"):
+        assert details(r, "bad_image", f"JPEGImages/{name}.jpg") == [
+            "not a decodable image (not JPEG, PNG, BMP, GIF, TIFF, WEBP data): skipped"
+        ]
     assert "240x180" in details(r, "size_mismatch", "Annotations/wrong_size.xml")[0]
     assert "120x90" in details(r, "size_mismatch", "Annotations/wrong_size.xml")[0]
     assert "not well-formed" in details(r, "bad_xml", "Annotations/not_xml.xml")[0]
@@ -310,6 +334,15 @@ def test_preprocess_completes_and_writes_every_usable_image(corpus_shards, corpu
     # The manifest carries the same problem report as `data check`.
     assert manifest["report"]["problems"] == [p.to_dict() for p in corpus_report.problems]
     assert manifest["classes"] == list(CLASSES)
+
+
+def test_the_output_of_a_bad_corpus_is_the_same_for_any_number_of_workers(
+    corpus, corpus_shards, tmp_path
+):
+    """Problem details included: they hold no addresses, timings or other per-run text."""
+    config = PreprocessConfig(image_size=64, num_shards=2, workers=1, progress=False)
+    preprocess(str(corpus), str(tmp_path), config, DataConfig(classes=CLASSES))
+    assert output_bytes(tmp_path) == output_bytes(corpus_shards)
 
 
 def test_out_of_bounds_boxes_are_clipped_in_the_shards(corpus_shards):

@@ -90,6 +90,29 @@ def test_images_are_decoded_by_content_whatever_their_name(fmt):
     )
 
 
+def test_multi_picture_jpegs_from_phones_decode_to_their_first_picture():
+    first, second = Image.fromarray(marked(60, 40)), Image.new("RGB", (60, 40), BLUE)
+    data = encoded(first, "MPO", save_all=True, append_images=[second])
+    decoded = decode_image(data, max_pixels=LIMIT)
+    assert decoded.format == "MPO" and is_red(colour_at(decoded.image, 0.1, 0.1))
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "ICO", "TGA", "PCX", "SGI", "EPS"])
+def test_other_formats_are_not_decoded_even_when_pillow_could(fmt):
+    """Untrusted bytes only reach the decoders of the usual photo formats (Pillow would hand
+    PostScript to Ghostscript)."""
+    if fmt == "EPS":
+        data = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    else:
+        data = encoded(Image.fromarray(marked(32, 32)), fmt)
+    with pytest.raises(ImageError) as error:
+        decode_image(data, max_pixels=LIMIT, source="x.jpg")
+    assert (
+        str(error.value)
+        == "x.jpg: not a decodable image (not JPEG, PNG, BMP, GIF, TIFF, WEBP data)"
+    )
+
+
 @pytest.mark.parametrize("orientation", [1, 3, 6, 8])
 def test_exif_orientation_is_applied(orientation):
     shown = marked(60, 40)  # landscape, red block top-left as the viewer sees it
