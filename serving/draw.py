@@ -22,7 +22,7 @@ def draw_detections(image: Image.Image, detections: list[Detection], quality: in
     draw = ImageDraw.Draw(image)
     line = max(2, round(min(image.size) / 200))
     font = ImageFont.load_default(size=max(12, round(min(image.size) / 30)))
-    for det in detections:
+    for det in reversed(detections):  # lowest score first: the best label ends up on top
         colour = class_colour(det.class_id)
         xmin, ymin, xmax, ymax = det.box
         draw.rectangle((xmin, ymin, xmax, ymax), outline=colour, width=line)

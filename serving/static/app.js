@@ -80,7 +80,8 @@ function render(width, height) {
   const font = Math.max(12, Math.round(Math.min(width, height) / 30));
   ctx.font = `${font}px system-ui, sans-serif`;
   ctx.textBaseline = "top";
-  for (const d of shown) {
+  // Lowest score first, so that where boxes overlap the best one's label is on top.
+  for (const d of [...shown].reverse()) {
     const { xmin, ymin, xmax, ymax } = d.box;
     ctx.strokeStyle = ctx.fillStyle = colour(d.class_id);
     ctx.lineWidth = line;

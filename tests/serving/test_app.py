@@ -152,3 +152,19 @@ print(json.dumps({{"codes": codes, "tf": tf}}))
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["codes"] == [200] * 5
     assert result["tf"] == []
+
+
+def test_kubedetect_serve_refuses_a_tampered_or_missing_model_in_one_line(model_dir, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    (copy / "model.tflite").write_bytes((copy / "model.tflite").read_bytes()[:-10])
+    for folder, words in ((copy, "sha256"), (tmp_path / "nothing", "no model.json")):
+        done = subprocess.run(
+            [sys.executable, "-m", "kubedetect.cli", "serve", str(folder), "--port", "9"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1
+        assert done.stderr.startswith("kubedetect: error:") and words in done.stderr
+        assert "Traceback" not in done.stderr
