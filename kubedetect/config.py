@@ -218,8 +218,8 @@ def _show(value: Any) -> str:
 class ModelConfig:
     """The detector's architecture (the input size comes from the shards' image size)."""
 
-    backbone: str = option("tiny", "'tiny' (from scratch, ~100k parameters) or 'mobilenetv2'.")
-    width: int = option(16, "Base channel width of the tiny backbone and of the neck.")
+    backbone: str = option("tiny", "'tiny' (from scratch, ~200k parameters) or 'mobilenetv2'.")
+    width: int = option(8, "Base channel width of the tiny backbone and of the neck.")
     weights: str | None = option(
         None, "mobilenetv2 only: 'imagenet' downloads pretrained weights (needs internet)."
     )

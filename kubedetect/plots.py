@@ -37,6 +37,7 @@ def evaluation_plots(
             data.classes,
             threshold,
             os.path.join(out_dir, "detections.png"),
+            split=metrics.get("split", "validation"),
         ),
     }
     if history:
@@ -86,7 +87,9 @@ def confusion(counts: np.ndarray, labels: list[str], path: str) -> str:
     return _save(fig, path)
 
 
-def detection_grid(images, truths, found, classes, threshold: float, path: str) -> str:
+def detection_grid(
+    images, truths, found, classes, threshold: float, path: str, split: str = "validation"
+) -> str:
     """True boxes dashed green, predictions in class colours with class and score."""
     count = max(1, len(images))
     cols = min(4, count)
@@ -125,7 +128,7 @@ def detection_grid(images, truths, found, classes, threshold: float, path: str) 
                 bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "linewidth": 0},
             )
     fig.suptitle(
-        f"validation images: true boxes dashed green, detections with score >= {threshold:g}",
+        f"{split} images: true boxes dashed green, detections with score >= {threshold:g}",
         fontsize=9,
     )
     return _save(fig, path)

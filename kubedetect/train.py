@@ -28,6 +28,16 @@ from kubedetect.errors import KubedetectError
 
 CHECKPOINT_HISTORY = "history.csv"  # the epochs done so far, kept beside the checkpoints
 
+# What `make demo` trains on synthetic shapes: the data it makes and the flags it passes. About
+# six minutes of training on two CPU cores; bench/train.py measures exactly this (mAP against
+# time in docs/BENCHMARKS.md).
+DEMO = {"images": 2000, "image_size": 256, "epochs": 12, "batch_size": 32}
+
+
+def demo_flags() -> list[str]:
+    """The training flags of the demo (the rest are TrainConfig's defaults)."""
+    return ["--epochs", str(DEMO["epochs"]), "--batch-size", str(DEMO["batch_size"])]
+
 
 def log(message: str) -> None:
     print(message, flush=True)
@@ -271,6 +281,8 @@ def train(
 
     # -- 5. the export ----------------------------------------------------------------------
     average_statistics()
+    if eval_model is not None and not metrics:  # resumed after the last epoch: measure it now
+        metrics = validation_map()
     digest = weights_digest(model.get_weights())
     log(f"{cluster.name}: final step {step}, weights sha256 {digest}")
     final = build_detector(len(classes), image_size, model_config)
