@@ -199,3 +199,13 @@ def _diagnostics(training, name: str, namespace: str) -> str:
 def _one_line(exc: Exception) -> str:
     text = str(exc) or type(exc).__name__
     return " ".join(text.split())[:400]
+
+
+def job_name(run_name: str) -> str:
+    """A TFJob name for a pipeline run: DNS-1123, at most 63 characters, stable per run."""
+    import hashlib
+    import re
+
+    slug = re.sub(r"[^a-z0-9-]+", "-", run_name.lower()).strip("-")
+    digest = hashlib.sha256(run_name.encode()).hexdigest()[:8]
+    return f"kubedetect-{slug[:40].strip('-')}-{digest}".replace("--", "-")

@@ -255,6 +255,9 @@ class ClusterConfig:
     serving_deployment: str = option(
         "kubedetect-server", "The serving Deployment that deploy rolls to a new model."
     )
+    serving_models_mount: str = option(
+        "/models", "Where the serving pods mount the workspace's models/ folder."
+    )
     job_backoff_limit: int = option(3, "TFJob runPolicy.backoffLimit: restarts before failing.")
     job_ttl_seconds: int = option(
         86400, "TFJob runPolicy.ttlSecondsAfterFinished: how long a finished job is kept."
@@ -383,3 +386,17 @@ class QuantizeConfig:
     threads: int = option(2, "Interpreter threads for the latency measurement of the report.")
     latency_runs: int = option(200, "Timed single-image runs per variant (after a warm-up).")
     split: str = option("val", "Split on which the report measures mAP.")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Settings fixed when the pipeline is compiled; the rest are the pipeline's parameters."""
+
+    launcher: str = option(
+        "tfjob", "How the train step trains: 'tfjob' submits a TFJob, 'local' runs the local "
+        "launcher inside the step."
+    )
+    deploy_to: str = option(
+        "cluster", "'cluster' rolls the serving Deployment; 'local' installs into a folder."
+    )
+    parallelism: int = option(4, "Shards preprocessed at the same time (ParallelFor).")

@@ -1,0 +1,80 @@
+"""Data components: plan the fan-out, preprocess one shard, merge the shards.
+
+KFP serialises each component function's source into the step, so each one imports what it
+uses inside its body; the trainer image (or, locally, the project's virtualenv) provides the
+kubedetect package they import.
+"""
+
+
+from typing import List  # noqa: UP035 - KFP reads typing.List in signatures
+
+from kfp.dsl import Dataset, Input, Markdown, Output
+
+
+def plan_shards(
+    data_uri: str, num_shards: int, classes: str, val_fraction: float, report: Output[Markdown]
+) -> List[int]:  # noqa: UP006
+    """Read every annotation (no image yet), fail early on unusable input, show what was found,
+    and return the shard indices to fan out over."""
+    from kubedetect.config import DataConfig
+    from kubedetect.data.scan import scan
+    from kubedetect.data.report import KINDS
+
+    data = DataConfig(classes=tuple(classes.split(",")) if classes else None, val_fraction=val_fraction)
+    dataset = scan(data_uri, data)
+    splits = {}
+    for record in dataset.records:
+        splits[record.split] = splits.get(record.split, 0) + 1
+    lines = [f"# Data: {data_uri}", "", f"{len(dataset.records)} annotated images, "
+             f"classes: {', '.join(dataset.classes.names)}", "", "| split | images |", "|---|---|"]
+    lines += [f"| {split} | {count} |" for split, count in sorted(splits.items())]
+    lines += ["", f"## Problems found in the annotations ({len(dataset.problems)})", ""]
+    lines += [f"- `{p.file}`: **{p.kind}**: {p.detail}" for p in dataset.problems[:200]]
+    lines += ["", "Problem kinds: " + "; ".join(f"{k}: {v}" for k, v in KINDS.items())]
+    with open(report.path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return list(range(num_shards))
+
+
+def preprocess_shard(
+    data_uri: str,
+    shard_index: int,
+    num_shards: int,
+    image_size: int,
+    classes: str,
+    val_fraction: float,
+    shard: Output[Dataset],
+):
+    """Decode, check, resize and write one shard of every split."""
+    from kubedetect.config import DataConfig, PreprocessConfig
+    from kubedetect.preprocess import preprocess
+
+    config = PreprocessConfig(image_size=image_size, num_shards=num_shards, shard_index=shard_index)
+    data = DataConfig(classes=tuple(classes.split(",")) if classes else None, val_fraction=val_fraction)
+    part = preprocess(data_uri, shard.path, config, data)
+    shard.metadata["shard_index"] = shard_index
+    shard.metadata["images"] = len(part["images"])
+
+
+def merge_shards(shards: Input[List[Dataset]], dataset: Output[Dataset], report: Output[Markdown]):  # noqa: UP006
+    """Gather the shards into one dataset and write its manifest and problem report."""
+    import os
+    import shutil
+
+    from kubedetect.preprocess import merge_shards as merge
+    from kubedetect.preprocess import report_of
+
+    os.makedirs(dataset.path, exist_ok=True)
+    for shard in shards:
+        for name in os.listdir(shard.path):
+            shutil.copy2(os.path.join(shard.path, name), os.path.join(dataset.path, name))
+    manifest = merge(dataset.path)
+    summary = report_of(manifest)
+    for split, entry in manifest["splits"].items():
+        dataset.metadata[f"{split}_images"] = entry["images"]
+    dataset.metadata["classes"] = manifest["classes"]
+    with open(report.path, "w") as f:
+        f.write("# Dataset\n\n```\n" + summary.summary() + "\n```\n")
+        f.write("\n## Problems\n\n")
+        f.write("\n".join(f"- `{p.file}`: **{p.kind}**: {p.detail}" for p in summary.problems) or "none")
+        f.write("\n")

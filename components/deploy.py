@@ -1,0 +1,34 @@
+"""The deploy component: the gated int8 model goes to serving."""
+
+
+from kfp.dsl import Input, Model
+
+
+def deploy(variants: Input[Model], variant: str, target: str, serving_dir: str, cluster: str) -> str:
+    """Install the model and point serving at it; returns where it now lives.
+
+    target='local': into the local registry `serving_dir` (its `current` link), where
+    `kubedetect serve` picks it up. target='cluster': into the workspace volume's models/ folder,
+    then a rolling update of the serving Deployment to it, waited for.
+    """
+    import json
+    import os
+
+    from kubedetect import registry
+    from kubedetect.config import ClusterConfig
+    from kubedetect.modelcard import ModelCard
+
+    folder = os.path.join(variants.path, variant)
+    if target == "local":
+        installed = registry.install(folder, serving_dir)
+        print(f"deployed {variant} model to {installed} ({os.path.join(serving_dir, registry.CURRENT)})")
+        return installed
+    if target != "cluster":
+        raise ValueError(f"target must be 'cluster' or 'local', got {target!r}")
+    from components.rollout import roll_deployment
+
+    config = ClusterConfig(**json.loads(cluster))
+    installed = registry.install(folder, os.path.join(config.workspace_mount, "models"))
+    in_pod = f"{config.serving_models_mount}/{os.path.basename(installed)}"
+    roll_deployment(config.serving_deployment, config.namespace, in_pod, ModelCard.load(folder).sha256)
+    return in_pod
