@@ -17,8 +17,11 @@ import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from itertools import islice
 from typing import Generic, TypeVar
+
+from kubedetect.errors import KubedetectError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -36,6 +39,9 @@ class OrderedPool(Generic[T, R]):
     `chunk_fn`'s module at once rather than when the first real chunk arrives. A pool serves one
     `map`: once the last chunk is back the workers are told to exit, and they wind down while the
     caller deals with the last results.
+
+    A worker that dies (killed for memory, or crashed inside a C decoder) breaks the pool; `map`
+    then raises a KubedetectError naming the items that were in flight (`name` says how).
     """
 
     def __init__(
@@ -45,6 +51,7 @@ class OrderedPool(Generic[T, R]):
         workers: int,
         chunk_size: int = CHUNK_SIZE,
         window_per_worker: int = WINDOW_PER_WORKER,
+        name: Callable[[T], str] = str,
     ):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
@@ -52,6 +59,7 @@ class OrderedPool(Generic[T, R]):
         self.workers = workers
         self.chunk_size = chunk_size
         self.window = workers * window_per_worker
+        self.name = name
         self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> OrderedPool[T, R]:
@@ -73,19 +81,32 @@ class OrderedPool(Generic[T, R]):
             raise RuntimeError("OrderedPool.map outside its `with` block")
         iterator = iter(items)
         chunks = iter(lambda: list(islice(iterator, self.chunk_size)), [])
-        pending: deque[Future] = deque()
-        for chunk in chunks:
-            pending.append(pool.submit(self.chunk_fn, chunk))
-            if len(pending) >= self.window:
-                break
-        while pending:
-            results = pending.popleft().result()
-            next_chunk = next(chunks, None)
-            if next_chunk is not None:
-                pending.append(pool.submit(self.chunk_fn, next_chunk))
-            elif not pending:
-                pool.shutdown(wait=False)  # __exit__ joins the workers, by then mostly gone
-            yield from results
+        pending: deque[tuple[Future, list[T]]] = deque()
+        try:
+            for chunk in chunks:
+                pending.append((pool.submit(self.chunk_fn, chunk), chunk))
+                if len(pending) >= self.window:
+                    break
+            while pending:
+                results = pending[0][0].result()
+                pending.popleft()
+                next_chunk = next(chunks, None)
+                if next_chunk is not None:
+                    pending.append((pool.submit(self.chunk_fn, next_chunk), next_chunk))
+                elif not pending:
+                    pool.shutdown(wait=False)  # __exit__ joins the workers, by then mostly gone
+                yield from results
+        except BrokenProcessPool:
+            raise self._died([item for _, chunk in pending for item in chunk]) from None
+
+    def _died(self, in_flight: list[T]) -> KubedetectError:
+        names = [self.name(item) for item in in_flight]
+        shown = ", ".join(names[:40]) + (f" and {len(names) - 40} more" if len(names) > 40 else "")
+        return KubedetectError(
+            f"a worker process died (killed, perhaps for memory, or crashed inside a decoder) "
+            f"while these were being processed: {shown}; run again with --workers 1 to narrow "
+            "it down"
+        )
 
 
 def ordered_map(

@@ -87,7 +87,10 @@ def preprocess(
     )
     # The workers start (and import their modules) while this process scans the annotations.
     workers = config.worker_count()
-    with OrderedPool(partial(prepare_many, settings=settings), workers=workers) as pool:
+    pool = OrderedPool(
+        partial(prepare_many, settings=settings), workers=workers, name=lambda r: r.image
+    )
+    with pool:
         dataset = scan(data_dir, data, progress=config.progress)
         if not dataset.records:
             raise UnusableInputError(

@@ -25,7 +25,10 @@ def check(
     )
     images = []
     # The workers start while this process scans the annotations.
-    with OrderedPool(partial(prepare_many, settings=settings), workers=workers) as pool:
+    pool = OrderedPool(
+        partial(prepare_many, settings=settings), workers=workers, name=lambda r: r.image
+    )
+    with pool:
         dataset = scan(root, config, progress=progress)
         problems = list(dataset.problems)
         results = tqdm(
