@@ -105,9 +105,23 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.emit_tfjob:
+        return _emit_tfjob(args)
     from kubedetect.train import run
 
     return run(args)
+
+
+def _emit_tfjob(args: argparse.Namespace) -> int:
+    """Print the TFJob the pipeline would submit, for training without the pipeline."""
+    from components.tfjob import build_tfjob, to_yaml
+    from kubedetect.config import ClusterConfig, ModelConfig, TrainConfig, to_argv
+
+    argv = [args.shards_dir, args.model_dir, *to_argv(from_args(TrainConfig, args)),
+            *to_argv(from_args(ModelConfig, args))]
+    job = build_tfjob(args.job_name, argv, args.workers or 1, from_args(ClusterConfig, args))
+    print(to_yaml(job), end="")
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -146,6 +160,15 @@ def _add_model_commands(commands) -> None:
         "MultiWorkerMirroredStrategy, each with the TF_CONFIG a TFJob would give it.",
     )
     add_train_arguments(train)
+    emit = train.add_argument_group(
+        "TFJob", "--emit-tfjob prints the TFJob that would run this training on a cluster "
+        "(SHARDS_DIR and MODEL_DIR as the pods see them, e.g. on the workspace volume)"
+    )
+    emit.add_argument("--emit-tfjob", action="store_true", help="print the TFJob YAML, train nothing")
+    emit.add_argument("--job-name", default="kubedetect-train", help="the TFJob's name")
+    from kubedetect.config import ClusterConfig
+
+    add_arguments(train, ClusterConfig)
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser(
@@ -165,6 +188,80 @@ def _add_model_commands(commands) -> None:
     quantize.add_argument("out_dir", metavar="OUT_DIR")
     add_arguments(quantize, QuantizeConfig)
     quantize.set_defaults(handler=_quantize)
+
+
+# ----------------------------------------------------------------------------------------------
+# pipeline compile / submit / run-local
+# ----------------------------------------------------------------------------------------------
+
+
+def _pipeline_settings(args: argparse.Namespace):
+    from kubedetect.config import ClusterConfig, PipelineConfig
+
+    return from_args(PipelineConfig, args), from_args(ClusterConfig, args)
+
+
+def _pipeline_compile(args: argparse.Namespace) -> int:
+    from pipelines.run import compile_pipeline
+
+    path = compile_pipeline(args.output, *_pipeline_settings(args))
+    print(f"compiled the pipeline to {path}")
+    return 0
+
+
+def _pipeline_submit(args: argparse.Namespace) -> int:
+    from pipelines.run import parse_params, submit
+
+    settings, cluster = _pipeline_settings(args)
+    params = parse_params(args.param, settings)
+    if "data_uri" not in params:
+        raise KubedetectError("--param data_uri=... is required (a folder the steps can read)")
+    url = submit(args.host, params, settings, cluster, namespace=args.kfp_namespace,
+                 experiment=args.experiment, run_name=args.run_name)
+    print(f"submitted: {url}")
+    return 0
+
+
+def _pipeline_run_local(args: argparse.Namespace) -> int:
+    from pipelines.run import LOCAL, parse_params, run_local
+
+    params = parse_params(args.param, LOCAL)
+    if "data_uri" not in params:
+        raise KubedetectError("--param data_uri=PATH is required (a Pascal VOC folder)")
+    params.setdefault("serving_dir", os.path.join(args.root, "serving"))
+    run = run_local(params, args.root)
+    print(f"run folder: {run.root}")
+    print(f"deployed:   {run.deployed} ({params['serving_dir']})")
+    return 0
+
+
+def _add_pipeline_commands(commands) -> None:
+    from kubedetect.config import ClusterConfig, PipelineConfig
+
+    pipeline = commands.add_parser("pipeline", help="compile, submit or locally run the Kubeflow pipeline")
+    sub = pipeline.add_subparsers(dest="pipeline_command", required=True, metavar="COMMAND")
+    param_help = "a pipeline parameter NAME=VALUE (repeatable), e.g. data_uri=/workspace/data/cards"
+
+    compile_ = sub.add_parser("compile", help="write the pipeline YAML for Kubeflow Pipelines")
+    compile_.add_argument("-o", "--output", default="pipeline.yaml", help="YAML path (default: pipeline.yaml)")
+    add_arguments(compile_, PipelineConfig)
+    add_arguments(compile_, ClusterConfig)
+    compile_.set_defaults(handler=_pipeline_compile)
+
+    submit = sub.add_parser("submit", help="submit a run to a Kubeflow Pipelines endpoint")
+    submit.add_argument("--host", required=True, help="the KFP API endpoint, e.g. http://127.0.0.1:8888")
+    submit.add_argument("--kfp-namespace", default=None, help="KFP (multi-user) namespace of the run")
+    submit.add_argument("--experiment", default=None, help="KFP experiment name")
+    submit.add_argument("--run-name", default=None, help="the run's name")
+    submit.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help=param_help)
+    add_arguments(submit, PipelineConfig)
+    add_arguments(submit, ClusterConfig)
+    submit.set_defaults(handler=_pipeline_submit)
+
+    local = sub.add_parser("run-local", help="run the same pipeline here (kfp.local, subprocesses)")
+    local.add_argument("--root", default="kfp-local", help="where runs and artifacts go (default: kfp-local)")
+    local.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help=param_help)
+    local.set_defaults(handler=_pipeline_run_local)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -214,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     merge.set_defaults(handler=_merge_shards)
 
     _add_model_commands(commands)
+    _add_pipeline_commands(commands)
 
     serve = commands.add_parser(
         "serve",

@@ -1,49 +1,125 @@
-"""`make demo`: synthetic data (or DATA=path/to/voc) through what kubedetect can do, locally.
+"""`make demo`: the whole kubedetect pipeline on this machine, then the served model.
 
-Today: synthetic VOC data, then parallel preprocessing into TFRecord shards. The later stages
-(training, quantization, serving) join here as they land.
+1. data: a synthetic Pascal VOC set of shapes (or DATA=path/to/voc);
+2. the Kubeflow pipeline, run locally by kfp.local with the same DAG as on a cluster: ParallelFor
+   preprocessing, two MultiWorkerMirroredStrategy worker processes, evaluation, quantization,
+   the quality gate and deploy into a local model registry;
+3. a summary table, then `kubedetect serve` on http://127.0.0.1:8080 with its web page.
 """
 
-from __future__ import annotations
-
 import argparse
+import json
 import os
+import subprocess
 import sys
 
-from kubedetect.config import PreprocessConfig
-from kubedetect.data.synth import synthesize
 from kubedetect.errors import KubedetectError
+from kubedetect.train import DEMO
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="demo-output", help="where everything is written")
+    parser = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="demo-output", help="where everything goes (default: demo-output)")
     parser.add_argument("--data", default=None, help="a Pascal VOC folder instead of synthetic data")
-    parser.add_argument("--images", type=int, default=1500, help="synthetic images to make")
+    parser.add_argument("--images", type=int, default=DEMO["images"], help="synthetic images to make")
+    parser.add_argument("--image-size", type=int, default=DEMO["image_size"])
+    parser.add_argument("--epochs", type=int, default=DEMO["epochs"])
+    parser.add_argument("--batch-size", type=int, default=DEMO["batch_size"])
+    parser.add_argument("--workers", type=int, default=2, help="local training processes (MWMS)")
+    parser.add_argument("--num-shards", type=int, default=4)
+    parser.add_argument("--min-map", type=float, default=0.5, help="quality gate: int8 mAP@0.5 at least")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--no-serve", dest="serve", action="store_false", help="stop after the pipeline")
     args = parser.parse_args(argv)
-
-    from kubedetect.preprocess import preprocess, report_of
-
-    data_dir = args.data or os.path.join(args.out, "data")
     try:
-        if not args.data:
-            print(f"[1/2] synthetic data: {args.images} images -> {data_dir}")
-            synthesize(data_dir, args.images, seed=0)
-        shards_dir = os.path.join(args.out, "shards")
-        print(f"[2/2] preprocessing {data_dir} -> {shards_dir}")
-        manifest = preprocess(data_dir, shards_dir, PreprocessConfig())
+        return _demo(args)
     except KubedetectError as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    print()
-    print(report_of(manifest).summary())
-    print()
-    print("what the demo produced:")
-    print(f"  data       {data_dir}")
-    for split, entry in manifest["splits"].items():
-        print(f"  {split:<10} {entry['images']} images in {len(entry['shards'])} shards under {shards_dir}")
-    print(f"  manifest   {os.path.join(shards_dir, 'dataset.json')}")
-    return 0
+    except KeyboardInterrupt:
+        print("\ndemo: stopped")
+        return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pipelines.run import run_local
+
+    out = os.path.abspath(args.out)
+    data_dir = os.path.abspath(args.data) if args.data else os.path.join(out, "data")
+    serving_dir = os.path.join(out, "serving")
+    if not args.data:
+        _step(1, f"synthetic data: {args.images} images of shapes -> {data_dir}")
+        _synthesize(data_dir, args.images)
+    else:
+        _step(1, f"your data: {data_dir}")
+
+    _step(2, "the kubedetect pipeline, run locally by kfp.local (the same DAG as on Kubeflow)")
+    params = {
+        "data_uri": data_dir,
+        "num_shards": args.num_shards,
+        "image_size": args.image_size,
+        "workers": args.workers,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "min_map": args.min_map,
+        "serving_dir": serving_dir,
+    }
+    run = run_local(params, os.path.join(out, "kfp-local"))
+
+    _step(3, "summary")
+    print(summary(run, data_dir, serving_dir))
+    if not run.deployed:
+        print("\nThe quality gate held the model back (see above): nothing new to serve.")
+        return 1
+    if not args.serve:
+        return 0
+    model = os.path.join(serving_dir, "current")
+    print(f"\nServing {os.path.realpath(model)} at http://{args.host}:{args.port}  (Ctrl-C stops it)\n", flush=True)
+    command = [sys.executable, "-m", "kubedetect.cli", "serve", model, "--host", args.host, "--port", str(args.port)]
+    return subprocess.call(command)
+
+
+def _synthesize(data_dir: str, images: int) -> None:
+    from kubedetect.data.synth import synthesize
+
+    if os.path.isdir(os.path.join(data_dir, "Annotations")) and len(os.listdir(os.path.join(data_dir, "Annotations"))) == images:
+        print(f"  already there ({images} images): kept")
+        return
+    synthesize(data_dir, images, seed=0)
+
+
+def summary(run, data_dir: str, serving_dir: str) -> str:
+    """The table people look at: mAP and size of each variant, the gate, where things are."""
+    report = json.load(open(run.quantization_report))
+    lines = [
+        f"{'variant':<9} {'size (kB)':>10} {'latency (ms)':>13} {'mAP@0.5':>8} {'mAP@.5:.95':>11} {'drop (pts)':>11}",
+    ]
+    for row in report["variants"]:
+        latency = "-" if row["latency_ms"] is None else f"{row['latency_ms']:.2f}"
+        lines.append(
+            f"{row['variant']:<9} {row['size_bytes'] / 1024:>10.1f} {latency:>13} {row['map50']:>8.3f} "
+            f"{row['map50_95']:>11.3f} {row['map50_drop_points']:>11.2f}"
+        )
+    lines.append(f"(on {report['images']} {report['split']} images; latency: one image, {report['threads']} threads)")
+    lines.append("")
+    lines.append(open(run.gate).read().strip().replace("# ", ""))
+    lines.append("")
+    where = [
+        ("data", data_dir),
+        ("shards", run.dataset),
+        ("model", run.model),
+        ("variants", run.variants),
+        ("evaluation", run.evaluation + "  (HTML with plots)"),
+        ("serving", os.path.join(serving_dir, "current") if run.deployed else "(not deployed)"),
+        ("run", run.root),
+    ]
+    lines += [f"{name:<11} {path}" for name, path in where]
+    return "\n".join(lines)
+
+
+def _step(number: int, text: str) -> None:
+    print(f"\n=== [{number}/3] {text}", flush=True)
 
 
 if __name__ == "__main__":
