@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -58,6 +59,7 @@ def train(
     from tqdm import tqdm  # noqa: PLC0415
 
     from kubedetect import cluster as clusters  # noqa: PLC0415
+    from kubedetect import fs  # noqa: PLC0415
     from kubedetect.evaluate import evaluate_detections, load_split, predict_all  # noqa: PLC0415
     from kubedetect.export import export, history_csv, weights_digest  # noqa: PLC0415
     from kubedetect.inputs import training_dataset  # noqa: PLC0415
@@ -119,7 +121,13 @@ def train(
     latest = tf.train.latest_checkpoint(checkpoint_dir)
     history: list[dict] = []
     if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
+        try:
+            checkpoint.restore(latest).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as exc:
+            raise KubedetectError(
+                f"{latest}: this checkpoint does not fit the model being trained (other model "
+                f"settings or classes?); use another --checkpoint-dir or remove it ({exc})"
+            ) from None
         history = _read_history(os.path.join(checkpoint_dir, CHECKPOINT_HISTORY))
         log(f"{cluster.name}: resumed from {latest} at step {int(optimizer.iterations.numpy())}")
     step = int(optimizer.iterations.numpy())
@@ -128,9 +136,7 @@ def train(
         average_statistics()
         manager.save(checkpoint_number=step)
         if cluster.is_chief:
-            tf.io.gfile.GFile(os.path.join(checkpoint_dir, CHECKPOINT_HISTORY), "w").write(
-                history_csv(history)
-            )
+            fs.write_text(fs.join(checkpoint_dir, CHECKPOINT_HISTORY), history_csv(history))
         else:
             tf.io.gfile.rmtree(write_dir)
 
@@ -311,7 +317,9 @@ def train(
     }
     card = export(model_dir, cluster.is_chief, final, classes, history, provenance, log=log)
     barrier()
-    if cluster.is_chief and not config.checkpoint_dir and not config.keep_checkpoints:
+    if not cluster.is_chief:
+        shutil.rmtree(write_dir, ignore_errors=True)
+    elif not config.checkpoint_dir and not config.keep_checkpoints:
         tf.io.gfile.rmtree(checkpoint_dir)
     return {
         "is_chief": cluster.is_chief,
