@@ -117,9 +117,12 @@ def _emit_tfjob(args: argparse.Namespace) -> int:
     from components.tfjob import build_tfjob, to_yaml
     from kubedetect.config import ClusterConfig, ModelConfig, TrainConfig, to_argv
 
+    workers = 1 if args.workers is None else args.workers
+    if workers < 1:
+        raise KubedetectError(f"--workers {workers}: a TFJob needs at least one worker")
     argv = [args.shards_dir, args.model_dir, *to_argv(from_args(TrainConfig, args)),
             *to_argv(from_args(ModelConfig, args))]
-    job = build_tfjob(args.job_name, argv, args.workers or 1, from_args(ClusterConfig, args))
+    job = build_tfjob(args.job_name, argv, workers, from_args(ClusterConfig, args))
     print(to_yaml(job), end="")
     return 0
 

@@ -21,6 +21,7 @@ from components.deploy import deploy
 from components.evaluate import evaluate, quality_gate, quantize
 from components.train import train
 from kubedetect.config import ClusterConfig, DataConfig, PipelineConfig, PreprocessConfig, TrainConfig, to_dict
+from kubedetect.errors import KubedetectError
 
 NAME = "kubedetect"
 DEFAULTS = {  # the pipeline's parameters and their defaults, from the one config of each concern
@@ -35,9 +36,9 @@ DEFAULTS = {  # the pipeline's parameters and their defaults, from the one confi
 def build_pipeline(settings: PipelineConfig = PipelineConfig(), cluster: ClusterConfig = ClusterConfig()):
     """The pipeline function for these compile-time settings."""
     if settings.launcher not in ("tfjob", "local"):
-        raise ValueError(f"launcher must be 'tfjob' or 'local', got {settings.launcher!r}")
+        raise KubedetectError(f"--launcher must be 'tfjob' or 'local', got {settings.launcher!r}")
     if settings.deploy_to not in ("cluster", "local"):
-        raise ValueError(f"deploy_to must be 'cluster' or 'local', got {settings.deploy_to!r}")
+        raise KubedetectError(f"--deploy-to must be 'cluster' or 'local', got {settings.deploy_to!r}")
 
     def component(func):
         return dsl.component(func, base_image=cluster.image, install_kfp_package=False)
@@ -80,7 +81,7 @@ def build_pipeline(settings: PipelineConfig = PipelineConfig(), cluster: Cluster
             run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, cluster=cluster_json,
         ).set_display_name("train")
         model = trained.outputs["model"]
-        evaluate_op(model=model, dataset=dataset, split="val").set_display_name("evaluate")
+        evaluated = evaluate_op(model=model, dataset=dataset, split="val").set_display_name("evaluate")
         quantized = quantize_op(model=model, dataset=dataset, modes=quantize_modes).set_display_name("quantize")
         gate = gate_op(
             int8_map50=quantized.outputs["int8_map50"], map50_drop=quantized.outputs["map50_drop"],
@@ -92,16 +93,16 @@ def build_pipeline(settings: PipelineConfig = PipelineConfig(), cluster: Cluster
                 serving_dir=serving_dir, cluster=cluster_json,
             ).set_display_name("deploy")
 
-        _on_cluster(cluster, settings, shard=shard, trained=trained, deployed=deployed, all_tasks=[
-            plan, shard, merged, trained, quantized, gate, deployed,
-        ])
+        _on_cluster(cluster, settings, plan=plan, shard=shard, trained=trained, deployed=deployed,
+                    all_tasks=[plan, shard, merged, trained, evaluated, quantized, gate, deployed])
 
     return kubedetect_pipeline
 
 
-def _on_cluster(cluster: ClusterConfig, settings: PipelineConfig, *, shard, trained, deployed, all_tasks) -> None:
+def _on_cluster(cluster: ClusterConfig, settings: PipelineConfig, *, plan, shard, trained, deployed, all_tasks) -> None:
     """kfp-kubernetes settings: where each step runs on a cluster (ignored by local runs)."""
-    for task in (trained, deployed):  # the steps that read or write the workspace volume
+    # The steps that read the data, or write to the volume the TFJob and the server share.
+    for task in (plan, shard, trained, deployed):
         kubernetes.mount_pvc(task, pvc_name=cluster.workspace_pvc, mount_path=cluster.workspace_mount)
     if settings.launcher == "local" and cluster.gpus_per_worker > 0:
         # Training inside the step itself: it needs the GPUs (a TFJob's pods ask for their own).

@@ -6,6 +6,7 @@ SubprocessRunner: every step a real process on this machine, artifacts under a l
 """
 
 import inspect
+import logging
 import os
 from dataclasses import dataclass
 
@@ -20,6 +21,10 @@ def compile_pipeline(path: str, settings: PipelineConfig, cluster: ClusterConfig
 
     from pipelines.pipeline import build_pipeline  # noqa: PLC0415
 
+    if not path.endswith((".yaml", ".yml")):
+        raise KubedetectError(f"{path}: the pipeline is written as YAML; name it *.yaml")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise KubedetectError(f"{path}: no such folder to write the pipeline into")
     compiler.Compiler().compile(build_pipeline(settings, cluster), package_path=path)
     return path
 
@@ -39,7 +44,8 @@ def parse_params(pairs: list[str], settings: PipelineConfig = LOCAL) -> dict:
         try:
             params[key] = kind(value) if kind in (int, float) else value
         except ValueError:
-            raise KubedetectError(f"--param {key}: {value!r} is not a {kind.__name__}") from None
+            noun = {int: "a whole number", float: "a number"}[kind]
+            raise KubedetectError(f"--param {key}: {value!r} is not {noun}") from None
     return params
 
 
@@ -58,10 +64,15 @@ def submit(
 
     from pipelines.pipeline import build_pipeline  # noqa: PLC0415
 
+    pipeline = build_pipeline(settings, cluster)  # a bad setting is refused before any request
+    # kfp.Client retries its health check (5 times, 5 s apart) and logs a traceback for each
+    # failure; the one error below says what happened. Without --kfp-namespace, kfp keeps the
+    # namespace of its own context file (~/.config/kfp/context.json), if any.
+    logging.disable(logging.ERROR)
     try:
-        client = kfp.Client(host=host, namespace=namespace)
+        client = kfp.Client(host=host, **({"namespace": namespace} if namespace else {}))
         result = client.create_run_from_pipeline_func(
-            build_pipeline(settings, cluster),
+            pipeline,
             arguments=params,
             experiment_name=experiment,
             run_name=run_name,
@@ -69,6 +80,8 @@ def submit(
         )
     except Exception as exc:
         raise KubedetectError(f"{host}: could not submit the run ({' '.join(str(exc).split())[:300]})") from None
+    finally:
+        logging.disable(logging.NOTSET)
     return f"{host.rstrip('/')}/#/runs/details/{result.run_id}"
 
 
