@@ -124,7 +124,7 @@ def test_int8_model_finds_what_the_float_model_finds(quantized_models, trained_s
     from kubedetect.evaluate import load_split
     from kubedetect.runtime import TFLiteDetector
 
-    images = load_split(str(trained_shards), "val", max_images=16).images
+    images = load_split(str(trained_shards), "val", max_images=40).images
     reference = TFLiteDetector(str(quantized_models / "float32")).predict(
         images, score_threshold=0.5
     )
