@@ -29,6 +29,14 @@ from kubedetect.errors import KubedetectError
 
 CHECKPOINT_HISTORY = "history.csv"  # the epochs done so far, kept beside the checkpoints
 
+# TensorFlow's CPU allocator frees large tensors back to the system, so every step maps its
+# activations and gradients afresh. In one process that goes unnoticed; in a worker of
+# MultiWorkerMirroredStrategy it took 110k page faults a second and a third of the CPU in the
+# kernel (2 workers on 2 cores: 21 images/s against 38 with the caching BFC allocator; see
+# docs/TRAINING.md). Set before TensorFlow is imported, which happens inside train(); a value
+# given in the environment wins.
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
 # What `make demo` trains on synthetic shapes: the data it makes and the flags it passes. About
 # six minutes of training on two CPU cores; bench/train.py measures exactly this (mAP against
 # time in docs/BENCHMARKS.md).
