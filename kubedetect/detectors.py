@@ -12,13 +12,12 @@ import os
 
 import numpy as np
 
-from kubedetect.decode import Detections, decode_batch
 from kubedetect.errors import KubedetectError
 from kubedetect.modelcard import ModelCard
-from kubedetect.runtime import TFLiteDetector
+from kubedetect.runtime import Detector, TFLiteDetector
 
 
-class KerasDetector:
+class KerasDetector(Detector):
     """The training export (model.keras), run by TensorFlow in inference mode."""
 
     def __init__(self, model_dir: str, *, verify: bool = True):
@@ -38,23 +37,6 @@ class KerasDetector:
         return {
             k: v.numpy() for k, v in self._forward(np.asarray(pixels, dtype=np.float32)).items()
         }
-
-    def predict(
-        self,
-        pixels: np.ndarray,
-        *,
-        score_threshold: float | None = None,
-        max_detections: int | None = None,
-    ) -> list[Detections]:
-        return decode_batch(
-            self.raw_outputs(pixels),
-            score_threshold=self.card.decode["score_threshold"]
-            if score_threshold is None
-            else score_threshold,
-            max_detections=self.card.decode["max_detections"]
-            if max_detections is None
-            else max_detections,
-        )
 
 
 def forward_function(model):

@@ -21,7 +21,37 @@ from kubedetect.images import load_for_model
 from kubedetect.modelcard import ModelCard, TensorSpec
 
 
-class TFLiteDetector:
+class Detector:
+    """What every kind of model shares: its card, its float output maps for a batch of raw
+    pixels (`raw_outputs`), and the one decode of those maps, at the card's defaults unless
+    told otherwise."""
+
+    card: ModelCard
+
+    def raw_outputs(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def predict(
+        self,
+        pixels: np.ndarray,
+        *,
+        score_threshold: float | None = None,
+        max_detections: int | None = None,
+    ) -> list[Detections]:
+        """Detections for a batch of resized images (uint8 [B, S, S, 3])."""
+        defaults = self.card.decode
+        if score_threshold is None:
+            score_threshold = defaults["score_threshold"]
+        if max_detections is None:
+            max_detections = defaults["max_detections"]
+        return decode_batch(
+            self.raw_outputs(pixels),
+            score_threshold=score_threshold,
+            max_detections=max_detections,
+        )
+
+
+class TFLiteDetector(Detector):
     def __init__(self, model_dir: str, *, num_threads: int = 1, verify: bool = True):
         from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415 - optional dependency
 
@@ -81,24 +111,6 @@ class TFLiteDetector:
             name: dequantize(out[spec.name], spec.scale, spec.zero_point)
             for name, spec in self.card.outputs.items()
         }
-
-    def predict(
-        self,
-        pixels: np.ndarray,
-        *,
-        score_threshold: float | None = None,
-        max_detections: int | None = None,
-    ) -> list[Detections]:
-        """Detections for a batch of resized images (uint8 [B, S, S, 3])."""
-        return decode_batch(
-            self.raw_outputs(pixels),
-            score_threshold=self.card.decode["score_threshold"]
-            if score_threshold is None
-            else score_threshold,
-            max_detections=self.card.decode["max_detections"]
-            if max_detections is None
-            else max_detections,
-        )
 
     def detect(
         self, image: bytes, *, max_pixels: int = 80_000_000, **kwargs
