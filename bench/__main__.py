@@ -13,7 +13,9 @@ ORDER = ["preprocess", "train", "quantize", "serve", "images"]  # others follow 
 
 def main(argv: list[str]) -> int:
     here = Path(__file__).resolve().parent
-    found = [m.name for m in pkgutil.iter_modules([str(here)]) if m.name not in ("report", "__main__")]
+    found = [
+        m.name for m in pkgutil.iter_modules([str(here)]) if m.name not in ("report", "__main__")
+    ]
     wanted = argv or sorted(found, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
     failed = []
     for name in wanted:

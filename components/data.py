@@ -5,7 +5,6 @@ uses inside its body; the trainer image (or, locally, the project's virtualenv) 
 kubedetect package they import.
 """
 
-
 from typing import List  # noqa: UP035 - KFP reads typing.List in signatures
 
 from kfp.dsl import Dataset, Input, Markdown, Output
@@ -17,16 +16,24 @@ def plan_shards(
     """Read every annotation (no image yet), fail early on unusable input, show what was found,
     and return the shard indices to fan out over."""
     from kubedetect.config import DataConfig
-    from kubedetect.data.scan import scan
     from kubedetect.data.report import KINDS
+    from kubedetect.data.scan import scan
 
-    data = DataConfig(classes=tuple(classes.split(",")) if classes else None, val_fraction=val_fraction)
+    data = DataConfig(
+        classes=tuple(classes.split(",")) if classes else None, val_fraction=val_fraction
+    )
     dataset = scan(data_uri, data)
     splits = {}
     for record in dataset.records:
         splits[record.split] = splits.get(record.split, 0) + 1
-    lines = [f"# Data: {data_uri}", "", f"{len(dataset.records)} annotated images, "
-             f"classes: {', '.join(dataset.classes.names)}", "", "| split | images |", "|---|---|"]
+    lines = [
+        f"# Data: {data_uri}",
+        "",
+        f"{len(dataset.records)} annotated images, classes: {', '.join(dataset.classes.names)}",
+        "",
+        "| split | images |",
+        "|---|---|",
+    ]
     lines += [f"| {split} | {count} |" for split, count in sorted(splits.items())]
     lines += ["", f"## Problems found in the annotations ({len(dataset.problems)})", ""]
     lines += [f"- `{p.file}`: **{p.kind}**: {p.detail}" for p in dataset.problems[:200]]
@@ -50,7 +57,9 @@ def preprocess_shard(
     from kubedetect.preprocess import preprocess
 
     config = PreprocessConfig(image_size=image_size, num_shards=num_shards, shard_index=shard_index)
-    data = DataConfig(classes=tuple(classes.split(",")) if classes else None, val_fraction=val_fraction)
+    data = DataConfig(
+        classes=tuple(classes.split(",")) if classes else None, val_fraction=val_fraction
+    )
     part = preprocess(data_uri, shard.path, config, data)
     shard.metadata["shard_index"] = shard_index
     shard.metadata["images"] = len(part["images"])
@@ -76,5 +85,7 @@ def merge_shards(shards: Input[List[Dataset]], dataset: Output[Dataset], report:
     with open(report.path, "w") as f:
         f.write("# Dataset\n\n```\n" + summary.summary() + "\n```\n")
         f.write("\n## Problems\n\n")
-        f.write("\n".join(f"- `{p.file}`: **{p.kind}**: {p.detail}" for p in summary.problems) or "none")
+        f.write(
+            "\n".join(f"- `{p.file}`: **{p.kind}**: {p.detail}" for p in summary.problems) or "none"
+        )
         f.write("\n")

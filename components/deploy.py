@@ -1,10 +1,11 @@
 """The deploy component: the gated int8 model goes to serving."""
 
-
 from kfp.dsl import Input, Model
 
 
-def deploy(variants: Input[Model], variant: str, target: str, serving_dir: str, cluster: str) -> str:
+def deploy(
+    variants: Input[Model], variant: str, target: str, serving_dir: str, cluster: str
+) -> str:
     """Install the model and point serving at it; returns where it now lives.
 
     target='local': into the local registry `serving_dir` (its `current` link), where
@@ -21,7 +22,8 @@ def deploy(variants: Input[Model], variant: str, target: str, serving_dir: str, 
     folder = os.path.join(variants.path, variant)
     if target == "local":
         installed = registry.install(folder, serving_dir)
-        print(f"deployed {variant} model to {installed} ({os.path.join(serving_dir, registry.CURRENT)})")
+        current = os.path.join(serving_dir, registry.CURRENT)
+        print(f"deployed {variant} model to {installed} ({current})")
         return installed
     if target != "cluster":
         raise ValueError(f"target must be 'cluster' or 'local', got {target!r}")
@@ -30,5 +32,7 @@ def deploy(variants: Input[Model], variant: str, target: str, serving_dir: str, 
     config = ClusterConfig(**json.loads(cluster))
     installed = registry.install(folder, os.path.join(config.workspace_mount, "models"))
     in_pod = f"{config.serving_models_mount}/{os.path.basename(installed)}"
-    roll_deployment(config.serving_deployment, config.namespace, in_pod, ModelCard.load(folder).sha256)
+    roll_deployment(
+        config.serving_deployment, config.namespace, in_pod, ModelCard.load(folder).sha256
+    )
     return in_pod

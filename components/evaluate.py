@@ -1,12 +1,17 @@
 """Evaluation, quantization and the quality gate: the numbers that decide a deployment."""
 
-
 from typing import NamedTuple
 
 from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
 
-def evaluate(model: Input[Model], dataset: Input[Dataset], split: str, metrics: Output[Metrics], plots: Output[HTML]):
+def evaluate(
+    model: Input[Model],
+    dataset: Input[Dataset],
+    split: str,
+    metrics: Output[Metrics],
+    plots: Output[HTML],
+):
     """COCO metrics of the exported model on a split, shown in the KFP UI, with its plots."""
     import tempfile
 
@@ -60,12 +65,19 @@ def quantize(
 
 
 def quality_gate(
-    int8_map50: float, map50_drop: float, min_map: float, max_map_drop: float, decision: Output[Markdown]
+    int8_map50: float,
+    map50_drop: float,
+    min_map: float,
+    max_map_drop: float,
+    decision: Output[Markdown],
 ) -> bool:
     """Deploy only a model that is good enough and that quantization did not spoil."""
     checks = [
         (f"int8 mAP@0.5 {int8_map50:.3f} >= {min_map:.3f}", int8_map50 >= min_map),
-        (f"drop against float32 {map50_drop:.2f} points <= {max_map_drop:.2f}", map50_drop <= max_map_drop),
+        (
+            f"drop against float32 {map50_drop:.2f} points <= {max_map_drop:.2f}",
+            map50_drop <= max_map_drop,
+        ),
     ]
     passed = all(ok for _, ok in checks)
     with open(decision.path, "w") as f:

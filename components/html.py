@@ -14,7 +14,7 @@ def plots_page(title: str, metrics: dict, folder: str) -> str:
     )
     images = "".join(
         f"<figure><img alt='{html.escape(name)}' src='data:image/png;base64,"
-        f"{base64.b64encode(open(os.path.join(folder, file), 'rb').read()).decode()}'>"
+        f"{_base64_of(os.path.join(folder, file))}'>"
         f"<figcaption>{html.escape(name.replace('_', ' '))}</figcaption></figure>"
         for name, file in metrics.get("plots", {}).items()
     )
@@ -22,9 +22,9 @@ def plots_page(title: str, metrics: dict, folder: str) -> str:
 <style>body{{font-family:sans-serif;margin:1em}}img{{max-width:100%}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.2em .6em}}</style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>mAP@0.5 <b>{metrics['map50']:.3f}</b>, mAP@0.5:0.95 <b>{metrics['map50_95']:.3f}</b>,
-precision {metrics['precision']:.3f}, recall {metrics['recall']:.3f}
-on {metrics['images']} images ({metrics['objects']} objects).</p>
+<p>mAP@0.5 <b>{metrics["map50"]:.3f}</b>, mAP@0.5:0.95 <b>{metrics["map50_95"]:.3f}</b>,
+precision {metrics["precision"]:.3f}, recall {metrics["recall"]:.3f}
+on {metrics["images"]} images ({metrics["objects"]} objects).</p>
 <table><tr><th>class</th><th>AP@0.5</th><th>AP@0.5:0.95</th></tr>{rows}</table>
 {images}</body></html>
 """
@@ -32,3 +32,8 @@ on {metrics['images']} images ({metrics['objects']} objects).</p>
 
 def _num(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def _base64_of(path: str) -> str:
+    with open(path, "rb") as f:
+        return base64.b64encode(f.read()).decode()

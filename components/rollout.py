@@ -31,7 +31,10 @@ def rollout_patch(model_path: str, sha256: str) -> dict:
                 "metadata": {"annotations": {MODEL_ANNOTATION: sha256}},
                 "spec": {
                     "containers": [
-                        {"name": SERVER_CONTAINER, "env": [{"name": MODEL_ENV, "value": model_path}]}
+                        {
+                            "name": SERVER_CONTAINER,
+                            "env": [{"name": MODEL_ENV, "value": model_path}],
+                        }
                     ]
                 },
             }
@@ -66,22 +69,31 @@ def roll_deployment(
     apps = client.AppsV1Api()
     where = f"{where} at {apps.api_client.configuration.host}"
     try:
-        patched = apps.patch_namespaced_deployment(name, namespace, rollout_patch(model_path, sha256))
+        patched = apps.patch_namespaced_deployment(
+            name, namespace, rollout_patch(model_path, sha256)
+        )
     except Exception as exc:
         raise RolloutError(f"{where}: could not be patched ({_one_line(exc)})") from None
     generation = patched.metadata.generation
     log(f"{where}: rolling to model {sha256[:12]} ({model_path})")
     deadline = time.monotonic() + timeout_seconds
     while True:
-        status = apps.read_namespaced_deployment(name, namespace).status  # RBAC: get, no status subresource
+        status = apps.read_namespaced_deployment(
+            name, namespace
+        ).status  # RBAC: get, no status subresource
         wanted = patched.spec.replicas or 0
-        if (status.observed_generation or 0) >= generation and (status.updated_replicas or 0) == wanted \
-                and (status.available_replicas or 0) == wanted and (status.replicas or 0) == wanted:
+        if (
+            (status.observed_generation or 0) >= generation
+            and (status.updated_replicas or 0) == wanted
+            and (status.available_replicas or 0) == wanted
+            and (status.replicas or 0) == wanted
+        ):
             log(f"{where}: {wanted} replicas serve model {sha256[:12]}")
             return
         if time.monotonic() > deadline:
             raise RolloutError(
-                f"{where}: not rolled out after {timeout_seconds} s (updated {status.updated_replicas}, "
+                f"{where}: not rolled out after {timeout_seconds} s "
+                f"(updated {status.updated_replicas}, "
                 f"available {status.available_replicas} of {wanted}; conditions: "
                 f"{[(c.type, c.reason) for c in status.conditions or []]})"
             )

@@ -87,12 +87,17 @@ def build_tfjob(name: str, train_argv: list[str], workers: int, cluster: Cluster
             else None
         ),
         security_context=k8s.V1PodSecurityContext(
-            run_as_non_root=True, run_as_user=10001, run_as_group=10001, fs_group=10001,
+            run_as_non_root=True,
+            run_as_user=10001,
+            run_as_group=10001,
+            fs_group=10001,
             seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
         ),
     )
     template = k8s.V1PodTemplateSpec(
-        metadata=k8s.V1ObjectMeta(labels=dict(LABELS), annotations={"sidecar.istio.io/inject": "false"}),
+        metadata=k8s.V1ObjectMeta(
+            labels=dict(LABELS), annotations={"sidecar.istio.io/inject": "false"}
+        ),
         spec=pod,
     )
     return models.KubeflowOrgV1TFJob(
@@ -160,7 +165,9 @@ def run_tfjob(
     streamed = False
     while True:
         try:
-            conditions = {c.type for c in training.get_job_conditions(name=name, namespace=namespace)}
+            conditions = {
+                c.type for c in training.get_job_conditions(name=name, namespace=namespace)
+            }
         except Exception as exc:
             raise TrainingJobError(f"{where}: lost contact ({_one_line(exc)})") from None
         if "Failed" in conditions:
@@ -175,7 +182,8 @@ def run_tfjob(
             continue
         if time.monotonic() > deadline:
             raise TrainingJobError(
-                f"{where}: not finished after {timeout_seconds} s (conditions: {sorted(conditions)})"
+                f"{where}: not finished after {timeout_seconds} s "
+                f"(conditions: {sorted(conditions)})"
             )
         time.sleep(poll_seconds)
 
@@ -184,7 +192,9 @@ def _diagnostics(training, name: str, namespace: str) -> str:
     """The last log lines of every worker and the events of the job and its pods."""
     lines: list[str] = []
     try:
-        logs, events = training.get_job_logs(name=name, namespace=namespace, is_master=False, verbose=True)
+        logs, events = training.get_job_logs(
+            name=name, namespace=namespace, is_master=False, verbose=True
+        )
     except Exception as exc:
         return f"(logs unavailable: {_one_line(exc)})"
     for pod, text in sorted(logs.items()):

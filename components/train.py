@@ -1,6 +1,5 @@
 """The train component: the same entrypoint as everywhere, launched as a TFJob or locally."""
 
-
 from kfp.dsl import Dataset, Input, Model, Output
 
 
@@ -37,7 +36,9 @@ def train(
 
         code = launch([dataset.path, model.path, *flags], workers)
         if code:
-            raise KubedetectError(f"local training failed (exit {code}): see the workers' log above")
+            raise KubedetectError(
+                f"local training failed (exit {code}): see the workers' log above"
+            )
     elif launcher == "tfjob":
         from components.tfjob import build_tfjob, job_name, run_tfjob
 

@@ -26,8 +26,10 @@ def _data_synth(args: argparse.Namespace) -> int:
     from kubedetect.data.synth import synthesize
 
     summary = synthesize(args.out_dir, args.images, args.seed, progress=not args.quiet)
-    print(f"wrote {summary['images']} images to {args.out_dir}: splits {summary['splits']}, "
-          f"objects {summary['objects']}")
+    print(
+        f"wrote {summary['images']} images to {args.out_dir}: splits {summary['splits']}, "
+        f"objects {summary['objects']}"
+    )
     return 0
 
 
@@ -61,8 +63,10 @@ def _preprocess(args: argparse.Namespace) -> int:
     result = preprocess(args.data_dir, args.out_dir, config, from_args(DataConfig, args))
     if config.shard_index is not None:
         images = len(result["images"])
-        print(f"shard {config.shard_index} of {config.num_shards}: {images} images written to "
-              f"{args.out_dir}; run `kubedetect merge-shards {args.out_dir}` once every shard is done")
+        print(
+            f"shard {config.shard_index} of {config.num_shards}: {images} images written to "
+            f"{args.out_dir}; run `kubedetect merge-shards {args.out_dir}` once every shard is done"
+        )
         return 0
     _print_manifest(result, args.out_dir, report_of(result))
     return 0
@@ -79,8 +83,10 @@ def _merge_shards(args: argparse.Namespace) -> int:
 def _print_manifest(manifest: dict, out_dir: str, report) -> None:
     print(report.summary())
     for split, entry in manifest["splits"].items():
-        print(f"{split:<6} {entry['images']:>6} images {entry['objects']:>7} objects "
-              f"in {len(entry['shards'])} shards")
+        print(
+            f"{split:<6} {entry['images']:>6} images {entry['objects']:>7} objects "
+            f"in {len(entry['shards'])} shards"
+        )
     print(f"shards, dataset.json and labels.json in {out_dir}")
 
 
@@ -95,7 +101,11 @@ def _serve(args: argparse.Namespace) -> int:
     from kubedetect.config import ServeConfig, from_env
     from serving.run import serve  # Flask and Gunicorn only here: the core library knows neither
 
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig) if hasattr(args, f.name)}
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(ServeConfig)
+        if hasattr(args, f.name)
+    }
     return serve(dataclasses.replace(from_env(ServeConfig), **given))
 
 
@@ -120,8 +130,12 @@ def _emit_tfjob(args: argparse.Namespace) -> int:
     workers = 1 if args.workers is None else args.workers
     if workers < 1:
         raise KubedetectError(f"--workers {workers}: a TFJob needs at least one worker")
-    argv = [args.shards_dir, args.model_dir, *to_argv(from_args(TrainConfig, args)),
-            *to_argv(from_args(ModelConfig, args))]
+    argv = [
+        args.shards_dir,
+        args.model_dir,
+        *to_argv(from_args(TrainConfig, args)),
+        *to_argv(from_args(ModelConfig, args)),
+    ]
     job = build_tfjob(args.job_name, argv, workers, from_args(ClusterConfig, args))
     print(to_yaml(job), end="")
     return 0
@@ -134,7 +148,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     out = args.out or os.path.join(
         args.model if os.path.isdir(args.model) else os.path.dirname(args.model), "evaluation"
     )
-    metrics = evaluate(args.model, args.shards_dir, out, from_args(EvalConfig, args), progress=not args.quiet)
+    metrics = evaluate(
+        args.model, args.shards_dir, out, from_args(EvalConfig, args), progress=not args.quiet
+    )
     print(summary(metrics))
     print(f"metrics and plots: {out}")
     return 0
@@ -158,16 +174,20 @@ def _add_model_commands(commands) -> None:
     from kubedetect.train import add_train_arguments
 
     train = commands.add_parser(
-        "train", help="train the detector (here, or as --workers N local processes)",
+        "train",
+        help="train the detector (here, or as --workers N local processes)",
         description="Train on preprocessed shards. With --workers N, N local processes under "
         "MultiWorkerMirroredStrategy, each with the TF_CONFIG a TFJob would give it.",
     )
     add_train_arguments(train)
     emit = train.add_argument_group(
-        "TFJob", "--emit-tfjob prints the TFJob that would run this training on a cluster "
-        "(SHARDS_DIR and MODEL_DIR as the pods see them, e.g. on the workspace volume)"
+        "TFJob",
+        "--emit-tfjob prints the TFJob that would run this training on a cluster "
+        "(SHARDS_DIR and MODEL_DIR as the pods see them, e.g. on the workspace volume)",
     )
-    emit.add_argument("--emit-tfjob", action="store_true", help="print the TFJob YAML, train nothing")
+    emit.add_argument(
+        "--emit-tfjob", action="store_true", help="print the TFJob YAML, train nothing"
+    )
     emit.add_argument("--job-name", default="kubedetect-train", help="the TFJob's name")
     from kubedetect.config import ClusterConfig
 
@@ -177,7 +197,11 @@ def _add_model_commands(commands) -> None:
     evaluate = commands.add_parser(
         "evaluate", help="COCO metrics and plots of a model (export dir or .tflite) on a split"
     )
-    evaluate.add_argument("model", metavar="MODEL", help="a model folder (Keras export or TFLite variant) or .tflite file")
+    evaluate.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a model folder (Keras export or TFLite variant) or .tflite file",
+    )
     evaluate.add_argument("shards_dir", metavar="SHARDS_DIR")
     evaluate.add_argument("--out", default=None, help="output folder (default: MODEL/evaluation)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -219,8 +243,15 @@ def _pipeline_submit(args: argparse.Namespace) -> int:
     params = parse_params(args.param, settings)
     if "data_uri" not in params:
         raise KubedetectError("--param data_uri=... is required (a folder the steps can read)")
-    url = submit(args.host, params, settings, cluster, namespace=args.kfp_namespace,
-                 experiment=args.experiment, run_name=args.run_name)
+    url = submit(
+        args.host,
+        params,
+        settings,
+        cluster,
+        namespace=args.kfp_namespace,
+        experiment=args.experiment,
+        run_name=args.run_name,
+    )
     print(f"submitted: {url}")
     return 0
 
@@ -241,29 +272,43 @@ def _pipeline_run_local(args: argparse.Namespace) -> int:
 def _add_pipeline_commands(commands) -> None:
     from kubedetect.config import ClusterConfig, PipelineConfig
 
-    pipeline = commands.add_parser("pipeline", help="compile, submit or locally run the Kubeflow pipeline")
+    pipeline = commands.add_parser(
+        "pipeline", help="compile, submit or locally run the Kubeflow pipeline"
+    )
     sub = pipeline.add_subparsers(dest="pipeline_command", required=True, metavar="COMMAND")
     param_help = "a pipeline parameter NAME=VALUE (repeatable), e.g. data_uri=/workspace/data/cards"
 
     compile_ = sub.add_parser("compile", help="write the pipeline YAML for Kubeflow Pipelines")
-    compile_.add_argument("-o", "--output", default="pipeline.yaml", help="YAML path (default: pipeline.yaml)")
+    compile_.add_argument(
+        "-o", "--output", default="pipeline.yaml", help="YAML path (default: pipeline.yaml)"
+    )
     add_arguments(compile_, PipelineConfig)
     add_arguments(compile_, ClusterConfig)
     compile_.set_defaults(handler=_pipeline_compile)
 
     submit = sub.add_parser("submit", help="submit a run to a Kubeflow Pipelines endpoint")
-    submit.add_argument("--host", required=True, help="the KFP API endpoint, e.g. http://127.0.0.1:8888")
-    submit.add_argument("--kfp-namespace", default=None, help="KFP (multi-user) namespace of the run")
+    submit.add_argument(
+        "--host", required=True, help="the KFP API endpoint, e.g. http://127.0.0.1:8888"
+    )
+    submit.add_argument(
+        "--kfp-namespace", default=None, help="KFP (multi-user) namespace of the run"
+    )
     submit.add_argument("--experiment", default=None, help="KFP experiment name")
     submit.add_argument("--run-name", default=None, help="the run's name")
-    submit.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help=param_help)
+    submit.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help=param_help
+    )
     add_arguments(submit, PipelineConfig)
     add_arguments(submit, ClusterConfig)
     submit.set_defaults(handler=_pipeline_submit)
 
     local = sub.add_parser("run-local", help="run the same pipeline here (kfp.local, subprocesses)")
-    local.add_argument("--root", default="kfp-local", help="where runs and artifacts go (default: kfp-local)")
-    local.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help=param_help)
+    local.add_argument(
+        "--root", default="kfp-local", help="where runs and artifacts go (default: kfp-local)"
+    )
+    local.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help=param_help
+    )
     local.set_defaults(handler=_pipeline_run_local)
 
 
@@ -318,11 +363,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
-        help="serve a TFLite model folder over HTTP (Gunicorn): /v1/detect, KServe V1 and V2, a web page",
+        help="serve a TFLite model folder over HTTP (Gunicorn): /v1/detect, KServe V1 and V2, "
+        "a web page",
         description="Flags override KUBEDETECT_* environment variables (KUBEDETECT_PORT, ...).",
     )
-    serve.add_argument("model_dir", metavar="MODEL_DIR", nargs="?", default=argparse.SUPPRESS,
-                       help="folder with a .tflite and its model.json (or KUBEDETECT_MODEL_DIR)")
+    serve.add_argument(
+        "model_dir",
+        metavar="MODEL_DIR",
+        nargs="?",
+        default=argparse.SUPPRESS,
+        help="folder with a .tflite and its model.json (or KUBEDETECT_MODEL_DIR)",
+    )
     add_arguments(serve, ServeConfig, skip=("model_dir",))
     serve.set_defaults(handler=_serve)
     return parser

@@ -41,9 +41,7 @@ class DataConfig:
         "Share of images put in 'val' by a hash of the file stem, where ImageSets/Main has no "
         "val list.",
     )
-    max_xml_bytes: int = option(
-        10_000_000, "Larger annotation files are refused (no huge trees)."
-    )
+    max_xml_bytes: int = option(10_000_000, "Larger annotation files are refused (no huge trees).")
     max_image_pixels: int = option(
         80_000_000, "Larger images are refused as decompression bombs (width x height)."
     )
@@ -95,7 +93,9 @@ def _parse_list(text: str) -> tuple[str, ...]:
     return items
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()
+) -> None:
     """Add one flag per field of the config dataclass `cls`."""
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__, (cls.__doc__ or "").strip().splitlines()[0])
@@ -108,13 +108,20 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str
             help_text += f" (default: {_show(f.default)})"
         if kind is bool:
             group.add_argument(
-                _flag(f), dest=f.name, action=argparse.BooleanOptionalAction,
-                default=argparse.SUPPRESS, help=help_text,
+                _flag(f),
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
             )
             continue
         parse = _parse_list if typing.get_origin(kind) is tuple else kind
         group.add_argument(
-            _flag(f), dest=f.name, type=parse, default=argparse.SUPPRESS, help=help_text,
+            _flag(f),
+            dest=f.name,
+            type=parse,
+            default=argparse.SUPPRESS,
+            help=help_text,
             metavar=f.name.upper(),
         )
 
@@ -185,7 +192,8 @@ _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 def from_env(cls: type, environ: typing.Mapping[str, str] | None = None, *, argv: list[str] = ()):
-    """The config `cls` from KUBEDETECT_* variables, then `argv` flags (which win), then defaults."""
+    """The config `cls` from KUBEDETECT_* variables, then `argv` flags (which win), then
+    defaults."""
     parser = argparse.ArgumentParser(prog=ENV_PREFIX + "*", exit_on_error=False, add_help=False)
     add_arguments(parser, cls)
     try:
@@ -207,7 +215,9 @@ def to_env(config: Any) -> dict[str, str]:
 
 def to_dict(config: Any) -> dict[str, Any]:
     """A JSON-ready dict of a config (tuples become lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+    return {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
+    }
 
 
 def _show(value: Any) -> str:
@@ -317,7 +327,9 @@ class TrainConfig:
 
     epochs: int = option(24, "Passes over the training split.")
     batch_size: int = option(32, "Global batch size, split evenly across workers (replicas).")
-    learning_rate: float = option(4e-3, "Peak learning rate of AdamW (after warm-up, cosine decay).")
+    learning_rate: float = option(
+        4e-3, "Peak learning rate of AdamW (after warm-up, cosine decay)."
+    )
     warmup_epochs: float = option(0.5, "Linear learning-rate warm-up, in epochs.")
     weight_decay: float = option(1e-4, "Decoupled weight decay of AdamW.")
     steps_per_epoch: int = option(
@@ -344,7 +356,9 @@ class TrainConfig:
         600.0, "Seconds to wait for every worker of TF_CONFIG to come up before failing."
     )
     threads: int = option(0, "CPU threads for TensorFlow ops in this process. 0: all cores.")
-    eval_every: int = option(1, "Epochs between validation mAP measurements on the chief (0: at the end).")
+    eval_every: int = option(
+        1, "Epochs between validation mAP measurements on the chief (0: at the end)."
+    )
     eval_images: int = option(0, "Validation images for the per-epoch mAP. 0: the whole split.")
     mixed_precision: bool = option(True, "float16 compute on GPUs (ignored without a GPU).")
     progress: bool = option(True, "Show a progress bar per epoch (on terminals only).")
@@ -360,12 +374,16 @@ class EvalConfig:
         "Score above which a detection counts, for precision, recall, the confusion matrix and "
         "the image grid. Default: the model's own (model.json). mAP uses every detection.",
     )
-    iou_threshold: float = option(0.5, "IoU at which a detection matches a true box (precision, recall, confusion).")
+    iou_threshold: float = option(
+        0.5, "IoU at which a detection matches a true box (precision, recall, confusion)."
+    )
     max_detections: int = option(100, "Detections per image (COCO's maxDets).")
     batch_size: int = option(16, "Images per forward pass.")
     threads: int = option(0, "CPU threads of the TFLite interpreter. 0: all cores.")
     max_images: int = option(0, "Evaluate only the first N images of the split. 0: all.")
-    plots: bool = option(True, "Write the plots (PR curves, confusion matrix, image grid, training curves).")
+    plots: bool = option(
+        True, "Write the plots (PR curves, confusion matrix, image grid, training curves)."
+    )
     grid_images: int = option(16, "Validation images in the grid of predicted and true boxes.")
 
 
@@ -393,8 +411,9 @@ class PipelineConfig:
     """Settings fixed when the pipeline is compiled; the rest are the pipeline's parameters."""
 
     launcher: str = option(
-        "tfjob", "How the train step trains: 'tfjob' submits a TFJob, 'local' runs the local "
-        "launcher inside the step."
+        "tfjob",
+        "How the train step trains: 'tfjob' submits a TFJob, 'local' runs the local "
+        "launcher inside the step.",
     )
     deploy_to: str = option(
         "cluster", "'cluster' rolls the serving Deployment; 'local' installs into a folder."

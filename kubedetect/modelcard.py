@@ -98,7 +98,8 @@ class ModelCard:
         actual = fs.sha256_file(path)
         if actual != self.sha256:
             raise KubedetectError(
-                f"{path}: sha256 {actual[:12]}... does not match {FILENAME} ({self.sha256[:12]}...): "
+                f"{path}: sha256 {actual[:12]}... does not match {FILENAME} "
+                f"({self.sha256[:12]}...): "
                 "the file was changed or damaged"
             )
         return path

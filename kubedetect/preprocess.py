@@ -107,7 +107,10 @@ def preprocess(
         )
         splits = [s for s in SPLITS if any(r.split == s for r in dataset.records)]
         bar = tqdm(
-            pool.map(records), total=len(records), desc="preprocess", unit="img",
+            pool.map(records),
+            total=len(records),
+            desc="preprocess",
+            unit="img",
             disable=not config.progress,
         )
         parts = {}

@@ -18,19 +18,31 @@ from kubedetect.train import DEMO
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="demo-output", help="where everything goes (default: demo-output)")
-    parser.add_argument("--data", default=None, help="a Pascal VOC folder instead of synthetic data")
-    parser.add_argument("--images", type=int, default=DEMO["images"], help="synthetic images to make")
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.demo", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--out", default="demo-output", help="where everything goes (default: demo-output)"
+    )
+    parser.add_argument(
+        "--data", default=None, help="a Pascal VOC folder instead of synthetic data"
+    )
+    parser.add_argument(
+        "--images", type=int, default=DEMO["images"], help="synthetic images to make"
+    )
     parser.add_argument("--image-size", type=int, default=DEMO["image_size"])
     parser.add_argument("--epochs", type=int, default=DEMO["epochs"])
     parser.add_argument("--batch-size", type=int, default=DEMO["batch_size"])
     parser.add_argument("--workers", type=int, default=2, help="local training processes (MWMS)")
     parser.add_argument("--num-shards", type=int, default=4)
-    parser.add_argument("--min-map", type=float, default=0.5, help="quality gate: int8 mAP@0.5 at least")
+    parser.add_argument(
+        "--min-map", type=float, default=0.5, help="quality gate: int8 mAP@0.5 at least"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--no-serve", dest="serve", action="store_false", help="stop after the pipeline")
+    parser.add_argument(
+        "--no-serve", dest="serve", action="store_false", help="stop after the pipeline"
+    )
     args = parser.parse_args(argv)
     try:
         return _demo(args)
@@ -75,15 +87,32 @@ def _demo(args: argparse.Namespace) -> int:
     if not args.serve:
         return 0
     model = os.path.join(serving_dir, "current")
-    print(f"\nServing {os.path.realpath(model)} at http://{args.host}:{args.port}  (Ctrl-C stops it)\n", flush=True)
-    command = [sys.executable, "-m", "kubedetect.cli", "serve", model, "--host", args.host, "--port", str(args.port)]
+    print(
+        f"\nServing {os.path.realpath(model)} at http://{args.host}:{args.port}"
+        "  (Ctrl-C stops it)\n",
+        flush=True,
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "kubedetect.cli",
+        "serve",
+        model,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
     return subprocess.call(command)
 
 
 def _synthesize(data_dir: str, images: int) -> None:
     from kubedetect.data.synth import synthesize
 
-    if os.path.isdir(os.path.join(data_dir, "Annotations")) and len(os.listdir(os.path.join(data_dir, "Annotations"))) == images:
+    if (
+        os.path.isdir(os.path.join(data_dir, "Annotations"))
+        and len(os.listdir(os.path.join(data_dir, "Annotations"))) == images
+    ):
         print(f"  already there ({images} images): kept")
         return
     synthesize(data_dir, images, seed=0)
@@ -91,19 +120,25 @@ def _synthesize(data_dir: str, images: int) -> None:
 
 def summary(run, data_dir: str, serving_dir: str) -> str:
     """The table people look at: mAP and size of each variant, the gate, where things are."""
-    report = json.load(open(run.quantization_report))
+    with open(run.quantization_report) as f:
+        report = json.load(f)
     lines = [
-        f"{'variant':<9} {'size (kB)':>10} {'latency (ms)':>13} {'mAP@0.5':>8} {'mAP@.5:.95':>11} {'drop (pts)':>11}",
+        f"{'variant':<9} {'size (kB)':>10} {'latency (ms)':>13} "
+        f"{'mAP@0.5':>8} {'mAP@.5:.95':>11} {'drop (pts)':>11}"
     ]
     for row in report["variants"]:
         latency = "-" if row["latency_ms"] is None else f"{row['latency_ms']:.2f}"
         lines.append(
-            f"{row['variant']:<9} {row['size_bytes'] / 1024:>10.1f} {latency:>13} {row['map50']:>8.3f} "
-            f"{row['map50_95']:>11.3f} {row['map50_drop_points']:>11.2f}"
+            f"{row['variant']:<9} {row['size_bytes'] / 1024:>10.1f} {latency:>13} "
+            f"{row['map50']:>8.3f} {row['map50_95']:>11.3f} {row['map50_drop_points']:>11.2f}"
         )
-    lines.append(f"(on {report['images']} {report['split']} images; latency: one image, {report['threads']} threads)")
+    lines.append(
+        f"(on {report['images']} {report['split']} images; "
+        f"latency: one image, {report['threads']} threads)"
+    )
     lines.append("")
-    lines.append(open(run.gate).read().strip().replace("# ", ""))
+    with open(run.gate) as f:
+        lines.append(f.read().strip().replace("# ", ""))
     lines.append("")
     where = [
         ("data", data_dir),

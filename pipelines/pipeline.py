@@ -1,7 +1,8 @@
 """The kubedetect pipeline: a VOC folder in, a served detector out.
 
     plan_shards ─▶ ParallelFor(shard) preprocess_shard ─▶ merge_shards ─▶ train ─┬▶ evaluate
-                                                                                 └▶ quantize ─▶ quality_gate ─▶ If(pass) deploy
+                                                                                 └▶ quantize ─┐
+                                                          If(pass) deploy ◀─ quality_gate ◀─┘
 
 The same DAG runs on Kubeflow Pipelines (compiled to YAML and submitted) and on this machine
 (kfp.local's SubprocessRunner). What differs is fixed at compile time by `PipelineConfig`: the
@@ -11,7 +12,6 @@ step, the workspace PVC, GPU scheduling, pull secrets) become kfp-kubernetes set
 local runner ignores.
 """
 
-
 import json
 
 from kfp import dsl, kubernetes
@@ -20,7 +20,14 @@ from components.data import merge_shards, plan_shards, preprocess_shard
 from components.deploy import deploy
 from components.evaluate import evaluate, quality_gate, quantize
 from components.train import train
-from kubedetect.config import ClusterConfig, DataConfig, PipelineConfig, PreprocessConfig, TrainConfig, to_dict
+from kubedetect.config import (
+    ClusterConfig,
+    DataConfig,
+    PipelineConfig,
+    PreprocessConfig,
+    TrainConfig,
+    to_dict,
+)
 from kubedetect.errors import KubedetectError
 
 NAME = "kubedetect"
@@ -33,17 +40,25 @@ DEFAULTS = {  # the pipeline's parameters and their defaults, from the one confi
 }
 
 
-def build_pipeline(settings: PipelineConfig = PipelineConfig(), cluster: ClusterConfig = ClusterConfig()):
+def build_pipeline(
+    settings: PipelineConfig = PipelineConfig(), cluster: ClusterConfig = ClusterConfig()
+):
     """The pipeline function for these compile-time settings."""
     if settings.launcher not in ("tfjob", "local"):
         raise KubedetectError(f"--launcher must be 'tfjob' or 'local', got {settings.launcher!r}")
     if settings.deploy_to not in ("cluster", "local"):
-        raise KubedetectError(f"--deploy-to must be 'cluster' or 'local', got {settings.deploy_to!r}")
+        raise KubedetectError(
+            f"--deploy-to must be 'cluster' or 'local', got {settings.deploy_to!r}"
+        )
 
     def component(func):
         return dsl.component(func, base_image=cluster.image, install_kfp_package=False)
 
-    plan_op, shard_op, merge_op = component(plan_shards), component(preprocess_shard), component(merge_shards)
+    plan_op, shard_op, merge_op = (
+        component(plan_shards),
+        component(preprocess_shard),
+        component(merge_shards),
+    )
     train_op, evaluate_op, quantize_op = component(train), component(evaluate), component(quantize)
     gate_op, deploy_op = component(quality_gate), component(deploy)
     cluster_json = json.dumps(to_dict(cluster), sort_keys=True)
@@ -64,52 +79,89 @@ def build_pipeline(settings: PipelineConfig = PipelineConfig(), cluster: Cluster
         max_map_drop: float = 2.0,
         serving_dir: str = "",
     ):
-        plan = plan_op(data_uri=data_uri, num_shards=num_shards, classes=classes, val_fraction=val_fraction)
+        plan = plan_op(
+            data_uri=data_uri, num_shards=num_shards, classes=classes, val_fraction=val_fraction
+        )
         plan.set_display_name("plan shards")
         with dsl.ParallelFor(plan.outputs["Output"], parallelism=settings.parallelism) as index:
             shard = shard_op(
-                data_uri=data_uri, shard_index=index, num_shards=num_shards,
-                image_size=image_size, classes=classes, val_fraction=val_fraction,
+                data_uri=data_uri,
+                shard_index=index,
+                num_shards=num_shards,
+                image_size=image_size,
+                classes=classes,
+                val_fraction=val_fraction,
             )
             shard.set_display_name("preprocess shard")
-        merged = merge_op(shards=dsl.Collected(shard.outputs["shard"])).set_display_name("merge shards")
+        merged = merge_op(shards=dsl.Collected(shard.outputs["shard"])).set_display_name(
+            "merge shards"
+        )
         dataset = merged.outputs["dataset"]
 
         trained = train_op(
-            dataset=dataset, launcher=settings.launcher, workers=workers, epochs=epochs,
-            batch_size=batch_size, train_flags=train_flags,
-            run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, cluster=cluster_json,
+            dataset=dataset,
+            launcher=settings.launcher,
+            workers=workers,
+            epochs=epochs,
+            batch_size=batch_size,
+            train_flags=train_flags,
+            run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            cluster=cluster_json,
         ).set_display_name("train")
         model = trained.outputs["model"]
-        evaluated = evaluate_op(model=model, dataset=dataset, split="val").set_display_name("evaluate")
-        quantized = quantize_op(model=model, dataset=dataset, modes=quantize_modes).set_display_name("quantize")
+        evaluated = evaluate_op(model=model, dataset=dataset, split="val").set_display_name(
+            "evaluate"
+        )
+        quantized = quantize_op(
+            model=model, dataset=dataset, modes=quantize_modes
+        ).set_display_name("quantize")
         gate = gate_op(
-            int8_map50=quantized.outputs["int8_map50"], map50_drop=quantized.outputs["map50_drop"],
-            min_map=min_map, max_map_drop=max_map_drop,
+            int8_map50=quantized.outputs["int8_map50"],
+            map50_drop=quantized.outputs["map50_drop"],
+            min_map=min_map,
+            max_map_drop=max_map_drop,
         ).set_display_name("quality gate")
         with dsl.If(gate.outputs["Output"] == True, name="model-is-good-enough"):  # noqa: E712 - a KFP condition
             deployed = deploy_op(
-                variants=quantized.outputs["variants"], variant="int8", target=settings.deploy_to,
-                serving_dir=serving_dir, cluster=cluster_json,
+                variants=quantized.outputs["variants"],
+                variant="int8",
+                target=settings.deploy_to,
+                serving_dir=serving_dir,
+                cluster=cluster_json,
             ).set_display_name("deploy")
 
-        _on_cluster(cluster, settings, plan=plan, shard=shard, trained=trained, deployed=deployed,
-                    all_tasks=[plan, shard, merged, trained, evaluated, quantized, gate, deployed])
+        _on_cluster(
+            cluster,
+            settings,
+            plan=plan,
+            shard=shard,
+            trained=trained,
+            deployed=deployed,
+            all_tasks=[plan, shard, merged, trained, evaluated, quantized, gate, deployed],
+        )
 
     return kubedetect_pipeline
 
 
-def _on_cluster(cluster: ClusterConfig, settings: PipelineConfig, *, plan, shard, trained, deployed, all_tasks) -> None:
+def _on_cluster(
+    cluster: ClusterConfig, settings: PipelineConfig, *, plan, shard, trained, deployed, all_tasks
+) -> None:
     """kfp-kubernetes settings: where each step runs on a cluster (ignored by local runs)."""
     # The steps that read the data, or write to the volume the TFJob and the server share.
     for task in (plan, shard, trained, deployed):
-        kubernetes.mount_pvc(task, pvc_name=cluster.workspace_pvc, mount_path=cluster.workspace_mount)
+        kubernetes.mount_pvc(
+            task, pvc_name=cluster.workspace_pvc, mount_path=cluster.workspace_mount
+        )
     if settings.launcher == "local" and cluster.gpus_per_worker > 0:
         # Training inside the step itself: it needs the GPUs (a TFJob's pods ask for their own).
-        trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(cluster.gpus_per_worker)
+        trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(
+            cluster.gpus_per_worker
+        )
         key, _, value = cluster.gpu_node_selector.partition("=")
         kubernetes.add_node_selector(trained, label_key=key, label_value=value)
-        kubernetes.add_toleration(trained, key=cluster.gpu_toleration, operator="Exists", effect="NoSchedule")
+        kubernetes.add_toleration(
+            trained, key=cluster.gpu_toleration, operator="Exists", effect="NoSchedule"
+        )
     trained.set_cpu_request("1").set_memory_request("2Gi")
     shard.set_cpu_request("2").set_memory_request("2Gi")
     if cluster.image_pull_secret:

@@ -79,7 +79,9 @@ def submit(
             namespace=namespace,
         )
     except Exception as exc:
-        raise KubedetectError(f"{host}: could not submit the run ({' '.join(str(exc).split())[:300]})") from None
+        raise KubedetectError(
+            f"{host}: could not submit the run ({' '.join(str(exc).split())[:300]})"
+        ) from None
     finally:
         logging.disable(logging.NOTSET)
     return f"{host.rstrip('/')}/#/runs/details/{result.run_id}"

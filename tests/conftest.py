@@ -73,7 +73,11 @@ def synth_shards(synth_dir, tmp_path_factory) -> Path:
     from kubedetect.preprocess import preprocess
 
     out = tmp_path_factory.mktemp("synth-shards")
-    preprocess(str(synth_dir), str(out), PreprocessConfig(image_size=128, num_shards=2, workers=2, progress=False))
+    preprocess(
+        str(synth_dir),
+        str(out),
+        PreprocessConfig(image_size=128, num_shards=2, workers=2, progress=False),
+    )
     return out
 
 
@@ -89,7 +93,7 @@ TRAINED_EPOCHS = 28
 
 @pytest.fixture(scope="session")
 def trained_shards(tmp_path_factory) -> Path:
-    """The shards `trained_model` learnt from: 400 synthetic images at 128 px, 2 shards per split."""
+    """The shards `trained_model` learnt from: 400 synthetic images at 128 px, 2 shards a split."""
     from kubedetect.config import PreprocessConfig
     from kubedetect.data.synth import synthesize
     from kubedetect.preprocess import preprocess
@@ -97,7 +101,8 @@ def trained_shards(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("trained-data")
     synthesize(str(root / "voc"), 400, seed=11, progress=False)
     preprocess(
-        str(root / "voc"), str(root / "shards"),
+        str(root / "voc"),
+        str(root / "shards"),
         PreprocessConfig(image_size=TRAINED_IMAGE_SIZE, num_shards=2, workers=2, progress=False),
     )
     return root / "shards"
@@ -112,13 +117,29 @@ def trained_model(trained_shards, tmp_path_factory) -> Path:
 
     model_dir = tmp_path_factory.mktemp("trained") / "model"
     command = [
-        sys.executable, "-m", "kubedetect.train", str(trained_shards), str(model_dir),
-        "--epochs", str(TRAINED_EPOCHS), "--batch-size", "16", "--width", "8", "--learning-rate", "6e-3",
-        "--eval-every", "0", "--no-progress",
+        sys.executable,
+        "-m",
+        "kubedetect.train",
+        str(trained_shards),
+        str(model_dir),
+        "--epochs",
+        str(TRAINED_EPOCHS),
+        "--batch-size",
+        "16",
+        "--width",
+        "8",
+        "--learning-rate",
+        "6e-3",
+        "--eval-every",
+        "0",
+        "--no-progress",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     if result.returncode:
-        pytest.fail(f"training the session's model failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        pytest.fail(
+            f"training the session's model failed ({result.returncode}):\n"
+            f"{result.stdout}\n{result.stderr}"
+        )
     return model_dir
 
 
@@ -130,8 +151,18 @@ def quantized_models(trained_model, tmp_path_factory) -> Path:
     from kubedetect.cli import main
 
     out = tmp_path_factory.mktemp("quantized") / "variants"
-    code = main(["quantize", str(trained_model), str(out), "--calibration-images", "100",
-                 "--report", "--latency-runs", "50"])
+    code = main(
+        [
+            "quantize",
+            str(trained_model),
+            str(out),
+            "--calibration-images",
+            "100",
+            "--report",
+            "--latency-runs",
+            "50",
+        ]
+    )
     if code:
         pytest.fail(f"kubedetect quantize exited {code}")
     return out

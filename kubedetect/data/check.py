@@ -32,7 +32,10 @@ def check(
         dataset = scan(root, config, progress=progress)
         problems = list(dataset.problems)
         results = tqdm(
-            pool.map(dataset.records), total=len(dataset.records), desc="images", unit="img",
+            pool.map(dataset.records),
+            total=len(dataset.records),
+            desc="images",
+            unit="img",
             disable=not progress,
         )
         for prepared in results:

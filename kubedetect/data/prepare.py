@@ -85,7 +85,8 @@ def prepare(record: Record, settings: PrepareSettings) -> Prepared:
         if cx1 <= cx0 or cy1 <= cy0:
             problems.append(
                 Problem(
-                    record.key, "degenerate_box",
+                    record.key,
+                    "degenerate_box",
                     f"{where} lies outside the {width}x{height} image: dropped",
                 )
             )
@@ -93,7 +94,8 @@ def prepare(record: Record, settings: PrepareSettings) -> Prepared:
         if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):
             problems.append(
                 Problem(
-                    record.key, "clipped_box",
+                    record.key,
+                    "clipped_box",
                     f"{where} exceeds the {width}x{height} image: clipped",
                 )
             )

@@ -138,8 +138,14 @@ def _boxes(annotation: Annotation, classes: ClassMap) -> tuple[tuple[Box, ...], 
             continue
         boxes.append(
             Box(
-                obj.xmin, obj.ymin, obj.xmax, obj.ymax, classes.id(obj.name),
-                difficult=obj.difficult, truncated=obj.truncated, index=obj.index,
+                obj.xmin,
+                obj.ymin,
+                obj.xmax,
+                obj.ymax,
+                classes.id(obj.name),
+                difficult=obj.difficult,
+                truncated=obj.truncated,
+                index=obj.index,
             )
         )
     return tuple(boxes), problems

@@ -85,12 +85,15 @@ def _background(rng: np.random.Generator, width: int, height: int) -> Image.Imag
     angle = rng.uniform(0, 1)
     gradient = c0 + (c1 - c0) * (angle * t + (1 - angle) * s)
     coarse = rng.normal(0, 18, size=(height // 16 + 2, width // 16 + 2, 3))
-    noise = np.asarray(
-        Image.fromarray(np.clip(coarse + 128, 0, 255).astype(np.uint8)).resize(
-            (width, height), Image.Resampling.BICUBIC
-        ),
-        dtype=np.float32,
-    ) - 128.0
+    noise = (
+        np.asarray(
+            Image.fromarray(np.clip(coarse + 128, 0, 255).astype(np.uint8)).resize(
+                (width, height), Image.Resampling.BICUBIC
+            ),
+            dtype=np.float32,
+        )
+        - 128.0
+    )
     grain = rng.normal(0, 6, size=(height, width, 3))
     pixels = np.clip(gradient + noise + grain, 0, 255).astype(np.uint8)
     image = Image.fromarray(pixels, "RGB")

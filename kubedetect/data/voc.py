@@ -138,8 +138,11 @@ def _object(node: etree._Element, index: int) -> VocObject:
             raise ValueError(f"'{name}' has a non-finite <{tag}>")
         coords.append(value)
     return VocObject(
-        name, *coords,
-        difficult=_flag(node, "difficult"), truncated=_flag(node, "truncated"), index=index,
+        name,
+        *coords,
+        difficult=_flag(node, "difficult"),
+        truncated=_flag(node, "truncated"),
+        index=index,
     )
 
 

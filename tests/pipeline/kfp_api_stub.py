@@ -102,7 +102,9 @@ class KfpApiStub:
     @staticmethod
     def _experiment(name: str, namespace: str | None) -> dict:
         experiment = {
-            "experiment_id": str(uuid.uuid4()), "display_name": name, "created_at": _now(),
+            "experiment_id": str(uuid.uuid4()),
+            "display_name": name,
+            "created_at": _now(),
             "storage_state": "AVAILABLE",
         }
         if namespace:
@@ -126,7 +128,10 @@ class KfpApiStub:
         if run.get("experiment_id") not in {e["experiment_id"] for e in self.experiments}:
             return 400, _error(3, "Invalid input: experiment not found")
         created = {
-            **run, "run_id": str(uuid.uuid4()), "state": "PENDING", "storage_state": "AVAILABLE",
+            **run,
+            "run_id": str(uuid.uuid4()),
+            "state": "PENDING",
+            "storage_state": "AVAILABLE",
             "created_at": _now(),
         }
         self.runs.append(created)

@@ -32,9 +32,13 @@ DATA_URI = "data_uri=/workspace/data/cards"
 
 # kfp.Client reads these documented variables; a developer's own must not steer the tests.
 KFP_ENVIRONMENT = (
-    "KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT", "KF_PIPELINES_DEFAULT_EXPERIMENT_NAME",
-    "KF_PIPELINES_OVERRIDE_EXPERIMENT_NAME", "KF_PIPELINES_IAP_OAUTH2_CLIENT_ID",
-    "KF_PIPELINES_APP_OAUTH2_CLIENT_ID", "KF_PIPELINES_APP_OAUTH2_CLIENT_SECRET",
+    "KF_PIPELINES_ENDPOINT",
+    "KF_PIPELINES_UI_ENDPOINT",
+    "KF_PIPELINES_DEFAULT_EXPERIMENT_NAME",
+    "KF_PIPELINES_OVERRIDE_EXPERIMENT_NAME",
+    "KF_PIPELINES_IAP_OAUTH2_CLIENT_ID",
+    "KF_PIPELINES_APP_OAUTH2_CLIENT_ID",
+    "KF_PIPELINES_APP_OAUTH2_CLIENT_SECRET",
 )
 
 
@@ -76,11 +80,30 @@ def test_emit_tfjob_prints_the_crd_valid_job_the_library_builds(
     tfjob_schema, tmp_path, capsys, workers
 ):
     model_uri = tmp_path / "model"  # a real local path: the command must not create it
-    code = main([
-        "train", SHARDS_URI, str(model_uri), "--workers", str(workers), "--gpus-per-worker", "1",
-        "--image", IMAGE, "--namespace", "ml-team", "--job-name", "kubedetect-cards",
-        "--epochs", "3", "--batch-size", "16", "--width", "16", "--emit-tfjob",
-    ])
+    code = main(
+        [
+            "train",
+            SHARDS_URI,
+            str(model_uri),
+            "--workers",
+            str(workers),
+            "--gpus-per-worker",
+            "1",
+            "--image",
+            IMAGE,
+            "--namespace",
+            "ml-team",
+            "--job-name",
+            "kubedetect-cards",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "16",
+            "--width",
+            "16",
+            "--emit-tfjob",
+        ]
+    )
     assert code == 0
     documents = list(yaml.safe_load_all(capsys.readouterr().out))
     assert len(documents) == 1
@@ -103,8 +126,12 @@ def test_emit_tfjob_prints_the_crd_valid_job_the_library_builds(
     assert flags == {"--epochs": "3", "--batch-size": "16", "--width": "16"}
 
     # The job the train step builds from the same training flags and cluster settings.
-    train_argv = [SHARDS_URI, str(model_uri), *to_argv(TrainConfig(epochs=3, batch_size=16)),
-                  *to_argv(ModelConfig(width=16))]
+    train_argv = [
+        SHARDS_URI,
+        str(model_uri),
+        *to_argv(TrainConfig(epochs=3, batch_size=16)),
+        *to_argv(ModelConfig(width=16)),
+    ]
     cluster = ClusterConfig(image=IMAGE, namespace="ml-team", gpus_per_worker=1)
     assert job == to_manifest(build_tfjob("kubedetect-cards", train_argv, workers, cluster))
 
@@ -116,10 +143,18 @@ def test_emit_tfjob_prints_the_crd_valid_job_the_library_builds(
 # ----------------------------------------------------------------------------------------------
 
 GPU_LOCAL_FLAGS = [
-    "--launcher", "local", "--parallelism", "3", "--gpus-per-worker", "2", "--image", IMAGE,
+    "--launcher",
+    "local",
+    "--parallelism",
+    "3",
+    "--gpus-per-worker",
+    "2",
+    "--image",
+    IMAGE,
 ]
 GPU_LOCAL_SETTINGS = (
-    PipelineConfig(launcher="local", parallelism=3), ClusterConfig(image=IMAGE, gpus_per_worker=2),
+    PipelineConfig(launcher="local", parallelism=3),
+    ClusterConfig(image=IMAGE, gpus_per_worker=2),
 )
 
 
@@ -204,7 +239,8 @@ def experiment_lookups(stub: KfpApiStub) -> list[str]:
     """The display names the client looked experiments up by."""
     return [
         predicate["stringValue"]
-        for r in stub.requests if (r.method, r.path) == ("GET", f"{API}/experiments")
+        for r in stub.requests
+        if (r.method, r.path) == ("GET", f"{API}/experiments")
         for predicate in json.loads(r.query["filter"])["predicates"]
     ]
 
@@ -219,8 +255,19 @@ def printed_run_url(stdout: str, stub: KfpApiStub) -> str:
 def test_submit_sends_the_compiled_pipeline_and_typed_parameters(tmp_path, capsys):
     with KfpApiStub() as stub:
         code = submit(
-            stub.url, "--param", DATA_URI, "--param", "epochs=3", "--param", "min_map=0.4",
-            "--experiment", "cards", "--run-name", "cards-r1", "--image", IMAGE,
+            stub.url,
+            "--param",
+            DATA_URI,
+            "--param",
+            "epochs=3",
+            "--param",
+            "min_map=0.4",
+            "--experiment",
+            "cards",
+            "--run-name",
+            "cards-r1",
+            "--image",
+            IMAGE,
         )
     assert code == 0
     printed_run_url(capsys.readouterr().out, stub)
@@ -278,8 +325,12 @@ def test_submit_to_an_unready_api_is_one_clear_error(capsys, caplog):
 
 @pytest.mark.parametrize(
     ("param", "named"),
-    [("colour=red", "colour"), ("epochs=abc", "epochs"), ("min_map=high", "min_map"),
-     ("epochs", "epochs")],
+    [
+        ("colour=red", "colour"),
+        ("epochs=abc", "epochs"),
+        ("min_map=high", "min_map"),
+        ("epochs", "epochs"),
+    ],
 )
 def test_bad_param_is_refused_before_any_request(capsys, param, named):
     with KfpApiStub() as stub:

@@ -11,15 +11,22 @@ from pipelines.run import compile_pipeline
 
 def compiled(tmp_path, settings=PipelineConfig(), cluster=ClusterConfig()):
     path = compile_pipeline(str(tmp_path / "pipeline.yaml"), settings, cluster)
-    spec, platform = yaml.safe_load_all(open(path))
+    with open(path) as f:
+        spec, platform = yaml.safe_load_all(f.read())
     return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
 @pytest.fixture(scope="module")
 def gpu_local(tmp_path_factory):
     """Compiled to train inside the step on GPUs, with a private registry."""
-    cluster = ClusterConfig(image="registry.example/kubedetect-trainer:1.2", gpus_per_worker=2, image_pull_secret="regcred")
-    return compiled(tmp_path_factory.mktemp("p"), PipelineConfig(launcher="local", parallelism=3), cluster)
+    cluster = ClusterConfig(
+        image="registry.example/kubedetect-trainer:1.2",
+        gpus_per_worker=2,
+        image_pull_secret="regcred",
+    )
+    return compiled(
+        tmp_path_factory.mktemp("p"), PipelineConfig(launcher="local", parallelism=3), cluster
+    )
 
 
 def test_dag_fans_out_shards_then_trains_evaluates_quantizes_and_gates_deploy(tmp_path):
@@ -28,12 +35,14 @@ def test_dag_fans_out_shards_then_trains_evaluates_quantizes_and_gates_deploy(tm
     loop = next(name for name in tasks if name.startswith("for-loop"))
     condition = next(name for name in tasks if name.startswith("condition"))
     assert tasks[loop]["dependentTasks"] == ["plan-shards"]
-    assert tasks[loop]["parameterIterator"]["items"] == {"inputParameter": "pipelinechannel--plan-shards-Output"}
+    assert tasks[loop]["parameterIterator"]["items"] == {
+        "inputParameter": "pipelinechannel--plan-shards-Output"
+    }
     assert tasks[loop]["iteratorPolicy"] == {"parallelismLimit": PipelineConfig().parallelism}
     inner = spec["components"][f"comp-{loop}"]["dag"]["tasks"]
     assert list(inner) == ["preprocess-shard"]
     assert inner["preprocess-shard"]["inputs"]["parameters"]["shard_index"] == {
-        "componentInputParameter": f"pipelinechannel--plan-shards-Output-loop-item"
+        "componentInputParameter": "pipelinechannel--plan-shards-Output-loop-item"
     }
     assert tasks["merge-shards"]["dependentTasks"] == [loop]
     assert tasks["train"]["dependentTasks"] == ["merge-shards"]
@@ -59,16 +68,30 @@ def test_every_step_runs_the_trainer_image_without_installing_kfp(gpu_local):
 
 
 def test_tfjob_launcher_mounts_the_workspace_and_leaves_gpus_to_the_tfjob(tmp_path):
-    spec, platform = compiled(tmp_path, PipelineConfig(launcher="tfjob"), ClusterConfig(gpus_per_worker=2))
+    spec, platform = compiled(
+        tmp_path, PipelineConfig(launcher="tfjob"), ClusterConfig(gpus_per_worker=2)
+    )
     mounts = {name: e.get("pvcMount") for name, e in platform.items()}
     for step in ("exec-plan-shards", "exec-preprocess-shard", "exec-train", "exec-deploy"):
         assert mounts[step][0]["constant"] == "kubedetect-workspace"
         assert mounts[step][0]["mountPath"] == "/workspace"
-    assert "accelerator" not in spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
-    assert "nodeSelector" not in platform["exec-train"] and "tolerations" not in platform["exec-train"]
-    cluster = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]["cluster"]["runtimeValue"]["constant"]
+    assert (
+        "accelerator"
+        not in spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+    )
+    assert (
+        "nodeSelector" not in platform["exec-train"] and "tolerations" not in platform["exec-train"]
+    )
+    cluster = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]["cluster"][
+        "runtimeValue"
+    ]["constant"]
     assert '"gpus_per_worker": 2' in cluster  # the TFJob asks for the GPUs
-    assert spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]["launcher"]["runtimeValue"]["constant"] == "tfjob"
+    assert (
+        spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]["launcher"]["runtimeValue"][
+            "constant"
+        ]
+        == "tfjob"
+    )
 
 
 def test_local_launcher_on_gpus_schedules_the_train_step_on_gpu_nodes(gpu_local):
@@ -77,7 +100,9 @@ def test_local_launcher_on_gpus_schedules_the_train_step_on_gpu_nodes(gpu_local)
     assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert resources["accelerator"]["resourceCount"] == "2"
     assert platform["exec-train"]["nodeSelector"] == {"labels": {"nvidia.com/gpu.present": "true"}}
-    assert platform["exec-train"]["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
+    assert platform["exec-train"]["tolerations"] == [
+        {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
+    ]
     for name in ("exec-evaluate", "exec-quantize", "exec-plan-shards"):
         assert "nodeSelector" not in platform.get(name, {})
     assert all(e["imagePullSecret"][0]["secretName"] == "regcred" for e in platform.values())
@@ -94,7 +119,9 @@ def test_parameters_and_their_defaults_come_from_the_configs(tmp_path):
     assert params["epochs"]["defaultValue"] == TrainConfig().epochs
     assert params["batch_size"]["defaultValue"] == TrainConfig().batch_size
     assert params["quantize_modes"]["defaultValue"] == "float32,float16,dynamic,int8"
-    assert {"min_map", "max_map_drop", "workers", "classes", "train_flags", "serving_dir"} <= set(params)
+    assert {"min_map", "max_map_drop", "workers", "classes", "train_flags", "serving_dir"} <= set(
+        params
+    )
 
 
 def test_unknown_settings_are_refused(tmp_path):

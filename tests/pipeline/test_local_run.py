@@ -46,13 +46,34 @@ def _get(url: str, timeout: float = 5.0):
 def test_demo_runs_the_pipeline_and_serves_the_gated_model(voc, tmp_path):
     out, port = tmp_path / "demo", _free_port()
     command = [
-        sys.executable, "-m", "pipelines.demo", "--out", str(out), "--data", str(voc),
-        "--image-size", "128", "--epochs", "14", "--batch-size", "16", "--num-shards", "2",
-        "--min-map", str(GATE), "--port", str(port),
+        sys.executable,
+        "-m",
+        "pipelines.demo",
+        "--out",
+        str(out),
+        "--data",
+        str(voc),
+        "--image-size",
+        "128",
+        "--epochs",
+        "14",
+        "--batch-size",
+        "16",
+        "--num-shards",
+        "2",
+        "--min-map",
+        str(GATE),
+        "--port",
+        str(port),
     ]
-    log = open(tmp_path / "demo.log", "w+")
-    demo = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    log = open(tmp_path / "demo.log", "w+")  # noqa: SIM115 - the demo writes it while it runs
+    demo = subprocess.Popen(
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
     try:
         deadline = time.monotonic() + 1400
         while time.monotonic() < deadline and demo.poll() is None:
@@ -64,7 +85,9 @@ def test_demo_runs_the_pipeline_and_serves_the_gated_model(voc, tmp_path):
             time.sleep(2)
         log.seek(0)
         text = log.read()
-        assert demo.poll() is None, f"the demo ended (exit {demo.returncode}) before serving:\n{text[-4000:]}"
+        assert demo.poll() is None, (
+            f"the demo ended (exit {demo.returncode}) before serving:\n{text[-4000:]}"
+        )
 
         # The summary table: every variant with its mAP, the gate's decision, where things are.
         for variant in ("keras", "float32", "float16", "dynamic", "int8"):
@@ -81,17 +104,24 @@ def test_demo_runs_the_pipeline_and_serves_the_gated_model(voc, tmp_path):
         report = json.loads((run_root / "quantize" / "variants" / "report.json").read_text())
         int8 = next(row for row in report["variants"] if row["variant"] == "int8")
         assert int8["map50"] >= GATE
-        assert "<img" in (run_root / "evaluate" / "plots").read_text()  # plots inlined for the KFP UI
+        assert (
+            "<img" in (run_root / "evaluate" / "plots").read_text()
+        )  # plots inlined for the KFP UI
 
         # The served model is the gated int8 variant, and it finds shapes in a new image.
         served = json.loads((out / "serving" / "current" / "model.json").read_text())
-        assert served["variant"] == "int8" and served["sha256"] in (run_root / "quantize" / "variants" / "int8" / "model.json").read_text()
+        assert (
+            served["variant"] == "int8"
+            and served["sha256"]
+            in (run_root / "quantize" / "variants" / "int8" / "model.json").read_text()
+        )
         image = tmp_path / "shapes"
         synthesize(str(image), 1, seed=999, progress=False)
         body = (image / "JPEGImages" / "synth_000000.jpg").read_bytes()
         # A model trained for a minute at 128 px is not sure of itself: ask for its guesses too.
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/v1/detect?score_threshold=0.1", data=body,
+            f"http://127.0.0.1:{port}/v1/detect?score_threshold=0.1",
+            data=body,
             headers={"Content-Type": "image/jpeg"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -102,7 +132,9 @@ def test_demo_runs_the_pipeline_and_serves_the_gated_model(voc, tmp_path):
         for found in detections:
             assert found["label"] in ("circle", "square", "triangle")
             box = found["box"]
-            assert 0 <= box["xmin"] < box["xmax"] <= width and 0 <= box["ymin"] < box["ymax"] <= height
+            assert (
+                0 <= box["xmin"] < box["xmax"] <= width and 0 <= box["ymin"] < box["ymax"] <= height
+            )
     finally:
         os.killpg(demo.pid, signal.SIGINT)
         try:
@@ -116,21 +148,33 @@ def test_demo_runs_the_pipeline_and_serves_the_gated_model(voc, tmp_path):
 def test_a_starved_run_is_held_back_by_the_quality_gate(voc, tmp_path):
     serving = tmp_path / "serving"
     params = {
-        "data_uri": str(voc), "image_size": 128, "num_shards": 2, "workers": 1, "epochs": 1,
-        "batch_size": 8, "train_flags": "--steps-per-epoch 1", "quantize_modes": "float32,int8",
-        "min_map": GATE, "serving_dir": str(serving),
+        "data_uri": str(voc),
+        "image_size": 128,
+        "num_shards": 2,
+        "workers": 1,
+        "epochs": 1,
+        "batch_size": 8,
+        "train_flags": "--steps-per-epoch 1",
+        "quantize_modes": "float32,int8",
+        "min_map": GATE,
+        "serving_dir": str(serving),
     }
     run = run_local(params, str(tmp_path / "root"))
     assert not run.deployed
     assert not serving.exists(), "a held model must not reach the serving folder"
-    decision = open(run.gate).read()
+    with open(run.gate) as f:
+        decision = f.read()
     assert decision.startswith("# Quality gate: hold")
-    assert f"FAIL: int8 mAP@0.5" in decision
-    assert os.path.isfile(os.path.join(run.variants, "int8", "model.tflite"))  # quantized all the same
+    assert "FAIL: int8 mAP@0.5" in decision
+    assert os.path.isfile(
+        os.path.join(run.variants, "int8", "model.tflite")
+    )  # quantized all the same
 
 
 @pytest.mark.timeout(300)
-def test_train_step_fails_fast_and_clearly_when_the_cluster_is_unreachable(synth_shards, tmp_path, capfd, monkeypatch):
+def test_train_step_fails_fast_and_clearly_when_the_cluster_is_unreachable(
+    synth_shards, tmp_path, capfd, monkeypatch
+):
     """The TFJob launcher, driven through the SDK's real TrainingClient at a closed port."""
     from kfp import dsl, local
     from kfp.dsl import Dataset
@@ -140,20 +184,36 @@ def test_train_step_fails_fast_and_clearly_when_the_cluster_is_unreachable(synth
 
     port = _free_port()
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-    }))
-    cluster = json.dumps(to_dict(ClusterConfig(workspace_mount=str(tmp_path / "workspace"), namespace="ml")))
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "c",
+                "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            }
+        )
+    )
+    cluster = json.dumps(
+        to_dict(ClusterConfig(workspace_mount=str(tmp_path / "workspace"), namespace="ml"))
+    )
     train_op = dsl.component(train, base_image="unused-locally", install_kfp_package=False)
 
     @dsl.pipeline(name="train-only")
     def train_only():
         shards = dsl.importer(artifact_uri=str(synth_shards), artifact_class=Dataset)
-        train_op(dataset=shards.output, launcher="tfjob", workers=2, epochs=1, batch_size=8,
-                 train_flags="", run_name="run-42", cluster=cluster)
+        train_op(
+            dataset=shards.output,
+            launcher="tfjob",
+            workers=2,
+            epochs=1,
+            batch_size=8,
+            train_flags="",
+            run_name="run-42",
+            cluster=cluster,
+        )
 
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))  # what the step's TrainingClient reads
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))

@@ -31,7 +31,9 @@ def test_gpu_tfjob_validates_against_the_operator_crd(tfjob_schema, workers):
     (container,) = pod["containers"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
-    assert pod["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
+    assert pod["tolerations"] == [
+        {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
+    ]
 
 
 def test_a_deliberately_broken_tfjob_fails_the_schema(tfjob_schema):
@@ -46,7 +48,11 @@ def test_tfjob_is_shaped_for_the_training_operator():
     job = to_manifest(build_tfjob("kubedetect-r1", ARGS, 2, ClusterConfig()))
     spec = job["spec"]
     # Explicit run policy: the operator's own default for cleanPodPolicy is None.
-    assert spec["runPolicy"] == {"backoffLimit": 3, "cleanPodPolicy": "Running", "ttlSecondsAfterFinished": 86400}
+    assert spec["runPolicy"] == {
+        "backoffLimit": 3,
+        "cleanPodPolicy": "Running",
+        "ttlSecondsAfterFinished": 86400,
+    }
     worker = spec["tfReplicaSpecs"]["Worker"]
     assert worker["restartPolicy"] == "OnFailure"  # a failed worker restarts and resumes
     pod = worker["template"]["spec"]
@@ -56,7 +62,9 @@ def test_tfjob_is_shaped_for_the_training_operator():
     assert container["args"] == ARGS
     assert "nvidia.com/gpu" not in container["resources"]["limits"]  # CPU job: no GPU asked
     assert "nodeSelector" not in pod and "tolerations" not in pod
-    assert pod["volumes"] == [{"name": "workspace", "persistentVolumeClaim": {"claimName": "kubedetect-workspace"}}]
+    assert pod["volumes"] == [
+        {"name": "workspace", "persistentVolumeClaim": {"claimName": "kubedetect-workspace"}}
+    ]
     assert container["volumeMounts"] == [{"mountPath": "/workspace", "name": "workspace"}]
     assert pod["automountServiceAccountToken"] is False
 
@@ -76,7 +84,15 @@ def test_unreachable_cluster_fails_fast_naming_job_and_endpoint(tmp_path):
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{port}", "insecure-skip-tls-verify": True}}],
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {
+                            "server": f"https://127.0.0.1:{port}",
+                            "insecure-skip-tls-verify": True,
+                        },
+                    }
+                ],
                 "users": [{"name": "u", "user": {"token": "t"}}],
                 "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
                 "current-context": "c",
@@ -94,5 +110,7 @@ def test_unreachable_cluster_fails_fast_naming_job_and_endpoint(tmp_path):
 
 def test_missing_kubeconfig_is_a_clear_error(tmp_path):
     job = build_tfjob("kubedetect-r9", ARGS, 2, ClusterConfig())
-    with pytest.raises(TrainingJobError, match="TFJob kubeflow/kubedetect-r9: no Kubernetes configuration"):
+    with pytest.raises(
+        TrainingJobError, match="TFJob kubeflow/kubedetect-r9: no Kubernetes configuration"
+    ):
         run_tfjob(job, kubeconfig=str(tmp_path / "absent"), log=lambda _: None)
