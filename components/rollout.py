@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from components.apierrors import one_line as _one_line
 from kubedetect.errors import KubedetectError
 
 MODEL_ENV = "KUBEDETECT_MODEL_DIR"
@@ -78,9 +79,10 @@ def roll_deployment(
     log(f"{where}: rolling to model {sha256[:12]} ({model_path})")
     deadline = time.monotonic() + timeout_seconds
     while True:
-        status = apps.read_namespaced_deployment(
-            name, namespace
-        ).status  # RBAC: get, no status subresource
+        try:  # RBAC: get, no status subresource
+            status = apps.read_namespaced_deployment(name, namespace).status
+        except Exception as exc:
+            raise RolloutError(f"{where}: lost while rolling out ({_one_line(exc)})") from None
         wanted = patched.spec.replicas or 0
         if (
             (status.observed_generation or 0) >= generation
@@ -98,7 +100,3 @@ def roll_deployment(
                 f"{[(c.type, c.reason) for c in status.conditions or []]})"
             )
         time.sleep(poll_seconds)
-
-
-def _one_line(exc: Exception) -> str:
-    return " ".join((str(exc) or type(exc).__name__).split())[:400]

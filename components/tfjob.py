@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from kubernetes import client as k8s
 
+from components.apierrors import one_line as _one_line
 from kubedetect.config import ClusterConfig
 from kubedetect.errors import KubedetectError
 
@@ -176,9 +177,7 @@ def run_tfjob(
             log(f"{where} succeeded")
             return
         if not streamed and "Running" in conditions:
-            # Follows the chief's log until its container exits, printing as it goes.
-            training.get_job_logs(name=name, namespace=namespace, is_master=True, follow=True)
-            streamed = True
+            streamed = _stream_chief_log(training, name, namespace, deadline, log)
             continue
         if time.monotonic() > deadline:
             raise TrainingJobError(
@@ -186,6 +185,30 @@ def run_tfjob(
                 f"(conditions: {sorted(conditions)})"
             )
         time.sleep(poll_seconds)
+
+
+def _stream_chief_log(training, name: str, namespace: str, deadline: float, log) -> bool:
+    """Follow the chief's log line by line into `log` until its container exits (or the job's
+    deadline passes); True once it has been followed. The SDK's own follow mode prints to
+    stdout instead of handing the lines over, and waits without a deadline."""
+    pods = training.get_job_pod_names(name=name, namespace=namespace, is_master=True)
+    if not pods:
+        return False  # Running, but the chief's pod is not listed yet: try again next poll
+    try:
+        response = training.core_api.read_namespaced_pod_log(
+            pods[0],
+            namespace,
+            container=CONTAINER,
+            follow=True,
+            _preload_content=False,
+            _request_timeout=max(1.0, deadline - time.monotonic()),
+        )
+        for line in response.stream(decode_content=True):
+            for text in line.decode("utf-8", "replace").splitlines():
+                log(f"[{pods[0]}] {text}")
+    except Exception as exc:  # a log that cannot be followed does not fail the job
+        log(f"({pods[0]}: log not followed: {_one_line(exc)})")
+    return True
 
 
 def _diagnostics(training, name: str, namespace: str) -> str:
@@ -204,11 +227,6 @@ def _diagnostics(training, name: str, namespace: str) -> str:
         lines.append(f"--- events of {obj}")
         lines += [str(item) for item in items[-10:]]
     return "\n".join(lines)
-
-
-def _one_line(exc: Exception) -> str:
-    text = str(exc) or type(exc).__name__
-    return " ".join(text.split())[:400]
 
 
 def job_name(run_name: str) -> str:
