@@ -123,6 +123,15 @@ def untrained_model(out_dir: Path, input_size: int = 256) -> Path:
     return out_dir / "int8"
 
 
+def demo_model() -> Path | None:
+    """The int8 variant of the make-demo model, if bench.quantize has made it: a trained model
+    finds shapes in the request images, so the decode and the answers are of realistic size."""
+    from bench.train import WORK
+
+    int8 = WORK / "synthetic" / "variants" / "int8"
+    return int8 if (int8 / "model.json").exists() else None
+
+
 def images(out_dir: Path, count: int = 24) -> list[Path]:
     from kubedetect.data.synth import synthesize
 
@@ -336,9 +345,6 @@ def start_kubedetect(model_dir: Path, workdir: Path) -> tuple[subprocess.Popen, 
             "4",
             "--max-batch-size",
             str(MAX_BATCH),
-            "--no-access-log",
-            "--log-level",
-            "warning",
         ],
         env=env,
         stdout=log_file(workdir / "kubedetect.log"),
@@ -385,7 +391,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--model",
         type=Path,
-        help="a TFLite model folder (default: an untrained int8 256 px detector)",
+        help="a TFLite model folder (default: bench.quantize's int8 variant of the make-demo "
+        "model, else an untrained int8 256 px detector)",
     )
     parser.add_argument(
         "--duration", type=float, default=60.0, help="seconds per run (default: 60)"
@@ -398,7 +405,7 @@ def main(argv: list[str]) -> int:
     levels = [int(c) for c in args.concurrency.split(",")]
     wrk = ensure_wrk()
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    model_dir = args.model or untrained_model(work / "model")
+    model_dir = args.model or demo_model() or untrained_model(work / "model")
     files = images(work / "images")
     script = work / "post.lua"
     script.write_text(WRK_SCRIPT)
@@ -527,7 +534,9 @@ def report(results, levels, samples, args, model_dir) -> str:
         f"{args.duration:.0f} s per run; synthetic 224-352 px JPEGs; loopback; "
         "wrk on the same cores. "
         f"kubedetect: {WORKERS} Gunicorn workers x 4 threads, batches of up to {MAX_BATCH}; "
-        f"KServe 0.21: {WORKERS} uvicorn workers. Latencies in ms. The machine is shared: "
+        f"KServe 0.21: {WORKERS} uvicorn workers. Both servers log as they ship: kubedetect "
+        "one JSON access line per request, KServe uvicorn's access line and its latency "
+        "trace lines, each to a file. Latencies in ms. The machine is shared: "
         "'load avg' is `uptime`'s 1-minute load average before and after each run (it counts "
         "the benchmark's own processes too); 'others' CPU' is the CPU time every other process "
         "took during the run, in cores (all CPU time in /proc/stat less that of the server's "

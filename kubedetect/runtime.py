@@ -20,6 +20,8 @@ from kubedetect.errors import KubedetectError
 from kubedetect.images import load_for_model
 from kubedetect.modelcard import ModelCard, TensorSpec
 
+_PIXEL_MINUS_128 = (1.0, -128, np.dtype(np.uint8), np.dtype(np.int8))
+
 
 class Detector:
     """What every kind of model shares: its card, its float output maps for a batch of raw
@@ -88,6 +90,10 @@ class TFLiteDetector(Detector):
     def quantize_input(self, pixels: np.ndarray) -> np.ndarray:
         """Raw uint8 RGB pixels [B, S, S, 3] to the model's input tensor."""
         spec: TensorSpec = self.card.input
+        if (spec.scale, spec.zero_point, pixels.dtype, self._input_dtype) == _PIXEL_MINUS_128:
+            # The int8 variant's own input (scale 1, zero point -128): pixel - 128, which for
+            # uint8 is flipping the top bit. One pass instead of six over every image.
+            return (pixels ^ np.uint8(0x80)).view(np.int8)
         if spec.scale:
             info = np.iinfo(self._input_dtype)
             q = np.round(pixels.astype(np.float32) / spec.scale) + spec.zero_point

@@ -104,3 +104,15 @@ def test_report_measures_every_variant(quantized_models):
     table = (quantized_models / "report.md").read_text()
     assert table.startswith("| variant |")
     assert all(f"| {mode} |" in table for mode in MODES)
+
+
+def test_int8_input_is_each_pixel_quantized_by_the_cards_scale_and_zero_point(quantized_models):
+    """Every uint8 pixel value reaches the int8 model as round(pixel / scale) + zero_point."""
+    runtime = TFLiteDetector(str(quantized_models / "int8"))
+    spec = runtime.card.input
+    assert (spec.dtype, spec.scale, spec.zero_point) == ("int8", 1.0, -128)
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=-1)
+    expected = np.clip(np.round(pixels / spec.scale) + spec.zero_point, -128, 127)
+    quantized = runtime.quantize_input(pixels)
+    assert quantized.dtype == np.int8
+    np.testing.assert_array_equal(quantized, expected.astype(np.int8))
