@@ -23,7 +23,7 @@ from PIL import Image
 
 from kubedetect.decode import decode
 from kubedetect.errors import ImageError
-from kubedetect.images import decode_image, load_for_model
+from kubedetect.images import decode_image, encode_jpeg, load_for_model
 from kubedetect.runtime import TFLiteDetector
 from serving.errors import BadRequest, NotAnImage
 
@@ -106,6 +106,12 @@ class DetectorModel:
             zeros = np.zeros((batch, self.input_size, self.input_size, 3), np.uint8)
             for _ in range(max(1, runs)):
                 self.predict(zeros)
+        # One image through all three steps: Pillow's decoders and numpy's first calls cost
+        # tens of milliseconds once per process, which would otherwise fall on a first client.
+        grey = np.full((self.input_size, self.input_size, 3), 128, np.uint8)
+        prepared = self.preprocess(encode_jpeg(grey, 90))
+        (outputs,) = self.predict(prepared.pixels[None])
+        self.postprocess(outputs, prepared.width, prepared.height, self.defaults)
         self.ready = True
 
     # -- the three steps -------------------------------------------------------------------------
