@@ -42,11 +42,12 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import yaml
+
+from .loopback_server import LoopbackServer, read_request
 
 TFJOBS = "/apis/kubeflow.org/v1/namespaces/(?P<namespace>[^/]+)/tfjobs"
 PODS = "/api/v1/namespaces/(?P<namespace>[^/]+)/pods"
@@ -203,7 +204,7 @@ MERGE_KEYS = {
 }
 
 
-class K8sApiStub:
+class K8sApiStub(LoopbackServer):
     """The server; use as a context manager. `url` is its http://127.0.0.1:PORT address."""
 
     def __init__(self, token: str = "test-token"):
@@ -217,8 +218,7 @@ class K8sApiStub:
         self._rollouts: dict[tuple[str, str], Rollout] = {}
         self._resource_version = 1000
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(self._handler())
         self._routes = [
             ("POST", TFJOBS, self._create_tfjob),
             ("GET", TFJOBS + NAME, self._get_tfjob),
@@ -228,20 +228,6 @@ class K8sApiStub:
             ("PATCH", DEPLOYMENTS + NAME, self._patch_deployment),
             ("GET", DEPLOYMENTS + NAME, self._get_deployment),
         ]
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> K8sApiStub:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
 
     def write_kubeconfig(self, path: Path) -> str:
         """A kubeconfig whose current context is this server, with a token user."""
@@ -653,14 +639,11 @@ class K8sApiStub:
             protocol_version = "HTTP/1.1"
 
             def _serve(self) -> None:
-                parts = urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
+                path, query, raw = read_request(self)
                 content_type = self.headers.get("Content-Type")
-                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
                 try:
                     body = json.loads(raw) if raw else None
-                    request = Request(self.command, parts.path, query, content_type, body)
+                    request = Request(self.command, path, query, content_type, body)
                     code, payload = stub.answer(request, self.headers.get("Authorization"))
                 except Exception as exc:  # a request the stub cannot answer: say so, loudly
                     code, payload = 500, status(500, "InternalError", repr(exc))

@@ -22,8 +22,9 @@ import json
 import threading
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from http.server import BaseHTTPRequestHandler
+
+from .loopback_server import LoopbackServer, read_request
 
 API = "/apis/v2beta1"
 
@@ -47,7 +48,7 @@ def _error(code: int, message: str) -> dict:
     return {"error": message, "code": code, "message": message, "details": []}
 
 
-class KfpApiStub:
+class KfpApiStub(LoopbackServer):
     """The server; use as a context manager. `url` is its http://127.0.0.1:PORT address."""
 
     def __init__(self, experiments: tuple[str, ...] = (), *, unavailable: bool = False):
@@ -58,22 +59,7 @@ class KfpApiStub:
         self.experiments: list[dict] = [self._experiment(name, None) for name in experiments]
         self.runs: list[dict] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> KfpApiStub:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        super().__init__(self._handler())
 
     # ------------------------------------------------------------------------------------------
     # The endpoints
@@ -148,13 +134,10 @@ class KfpApiStub:
             protocol_version = "HTTP/1.1"
 
             def _serve(self) -> None:
-                parts = urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
+                path, query, raw = read_request(self)
                 body = json.loads(raw) if raw else None
-                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
                 try:
-                    status, payload = stub.answer(Request(self.command, parts.path, query, body))
+                    status, payload = stub.answer(Request(self.command, path, query, body))
                 except Exception as exc:  # a request the stub cannot answer: say so, loudly
                     status, payload = 500, _error(13, repr(exc))
                 data = json.dumps(payload).encode()

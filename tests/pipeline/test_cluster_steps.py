@@ -182,6 +182,21 @@ def test_tfjob_that_never_finishes_fails_after_the_timeout(api, kubeconfig):
 # roll_deployment
 # ----------------------------------------------------------------------------------------------
 
+
+def _roll(kubeconfig: str, *, timeout_seconds: float, log) -> None:
+    """The deploy step's rollout of MODEL to the serving Deployment, polling quickly."""
+    roll_deployment(
+        DEPLOYMENT,
+        NAMESPACE,
+        MODEL,
+        SHA256,
+        kubeconfig=kubeconfig,
+        timeout_seconds=timeout_seconds,
+        poll_seconds=0.05,
+        log=log,
+    )
+
+
 OLD_ENV = [
     {"name": MODEL_ENV, "value": "/models/runs/r0/model_int8"},
     {"name": "KUBEDETECT_BATCH_SIZE", "value": "8"},
@@ -192,16 +207,7 @@ OLD_ENV = [
 def test_rollout_patches_the_model_and_waits_until_every_replica_serves_it(api, kubeconfig):
     api.add_deployment(NAMESPACE, DEPLOYMENT, replicas=3, env=OLD_ENV, rollout_gets=4)
     lines: list[str] = []
-    roll_deployment(
-        DEPLOYMENT,
-        NAMESPACE,
-        MODEL,
-        SHA256,
-        kubeconfig=kubeconfig,
-        timeout_seconds=30,
-        poll_seconds=0.05,
-        log=lines.append,
-    )
+    _roll(kubeconfig, timeout_seconds=30, log=lines.append)
 
     (patch,) = api.requests_to("PATCH", DEPLOYMENT_PATH)
     assert patch.content_type == "application/strategic-merge-patch+json"
@@ -233,16 +239,7 @@ def test_rollout_patches_the_model_and_waits_until_every_replica_serves_it(api, 
 def test_stuck_rollout_fails_after_the_timeout_with_the_replica_counts(api, kubeconfig):
     api.add_deployment(NAMESPACE, DEPLOYMENT, replicas=3, env=OLD_ENV, rollout_gets=None)
     with pytest.raises(RolloutError) as error:
-        roll_deployment(
-            DEPLOYMENT,
-            NAMESPACE,
-            MODEL,
-            SHA256,
-            kubeconfig=kubeconfig,
-            timeout_seconds=1,
-            poll_seconds=0.05,
-            log=lambda _: None,
-        )
+        _roll(kubeconfig, timeout_seconds=1, log=lambda _: None)
     assert str(error.value) == (
         f"Deployment {NAMESPACE}/{DEPLOYMENT} at {api.url}: not rolled out after 1 s "
         "(updated 1, available 3 of 3; conditions: "
@@ -253,16 +250,7 @@ def test_stuck_rollout_fails_after_the_timeout_with_the_replica_counts(api, kube
 @pytest.mark.timeout(60)
 def test_rollout_of_a_missing_deployment_is_a_clear_error(api, kubeconfig):
     with pytest.raises(RolloutError) as error:
-        roll_deployment(
-            DEPLOYMENT,
-            NAMESPACE,
-            MODEL,
-            SHA256,
-            kubeconfig=kubeconfig,
-            timeout_seconds=5,
-            poll_seconds=0.05,
-            log=lambda _: None,
-        )
+        _roll(kubeconfig, timeout_seconds=5, log=lambda _: None)
     message = str(error.value)
     # The API server's own words, not the response headers that str(ApiException) starts with.
     assert message == (
