@@ -147,6 +147,7 @@ def main(argv: list[str]) -> int:
         return 1
     import tensorflow as tf  # noqa: F401 - imported before any timing, as in a long-lived process
 
+    from bench.load import OthersCpu
     from bench.report import table, verdict, write_section
     from kubedetect.config import available_cores
 
@@ -158,22 +159,21 @@ def main(argv: list[str]) -> int:
         "tf.data, antialias=True": _tfdata_run(files, antialias=True),
         "tf.data, antialias=False (aliased, reference only)": _tfdata_run(files, antialias=False),
     }
-    load_before = os.getloadavg()[0]
     for name, run in variants.items():  # warm-up: graph tracing, first imports, allocator
         seconds, images = _time(run)
         print(f"warm-up {name}: {images / seconds:.0f} images/s", flush=True)
     rates: dict[str, list[float]] = {name: [] for name in variants}
     counts: dict[str, int] = {}
-    for round_index in range(args.rounds):
-        for name, run in variants.items():
-            seconds, images = _time(run)
-            counts[name] = images
-            rates[name].append(images / seconds)
-        print(
-            f"round {round_index + 1}: " + ", ".join(f"{rates[n][-1]:.0f}" for n in variants),
-            flush=True,
-        )
-    load_after = os.getloadavg()[0]
+    with OthersCpu() as others:
+        for round_index in range(args.rounds):
+            for name, run in variants.items():
+                seconds, images = _time(run)
+                counts[name] = images
+                rates[name].append(images / seconds)
+            print(
+                f"round {round_index + 1}: " + ", ".join(f"{rates[n][-1]:.0f}" for n in variants),
+                flush=True,
+            )
     machine = _machine_scaling(files, rounds=3)
 
     best = {name: max(values) for name, values in rates.items()}
@@ -190,8 +190,9 @@ def main(argv: list[str]) -> int:
             f"Cards photos ({len(files)} JPEGs, mostly 378x504 and 960x540) to {SIZE}x{SIZE} "
             f"JPEG q{QUALITY}; {available_cores()} cores available; page cache warm, TensorFlow "
             f"imported before timing; {args.rounds} interleaved rounds after one warm-up each. "
-            f"Load average {load_before:.2f} before, {load_after:.2f} after "
-            "(the machine is shared).",
+            f"The machine is shared: other processes took {others.cores:.2f} cores during the "
+            f"rounds{' (**under load**: the rates are lower than on an idle machine)' if others.under_load else ''}; "
+            f"load average {others.load_before:.2f} before, {others.load_after:.2f} after.",
             "",
             table(["pipeline", "images", "best images/s", "median images/s"], rows),
             "",

@@ -28,7 +28,6 @@ import collections
 import contextlib
 import json
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -41,12 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.load import UNDER_LOAD, OthersCpu, children
 from bench.report import table, verdict, write_section
 
 REPO = Path(__file__).resolve().parent.parent
 KSERVE_VENV = Path(os.environ.get("KSERVE_VENV", REPO / ".venv-kserve"))
 MAX_BATCH = 8
-UNDER_LOAD = 0.25  # cores taken by other processes during a run
 WORKERS = 2
 
 WRK_SCRIPT = r"""
@@ -164,54 +163,11 @@ def wait_ready(url: str, timeout: float = 120) -> None:
     raise RuntimeError(f"{url} not ready in {timeout} s")
 
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def busy_ticks() -> int:
-    """CPU time spent by everything on the machine (all cores), from /proc/stat."""
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(
-        int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
-    )
-    return user + nice + system + irq + softirq + steal
-
-
-def process_ticks(pids: list[int]) -> int:
-    """CPU time of these processes (all their threads), from /proc/PID/stat."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total
-
-
-def descendants(pid: int) -> list[int]:
-    found = [pid]
-    for child in children(pid):
-        found += descendants(child)
-    return found
-
-
-def load_average() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def children_ticks() -> int:
-    """CPU time of this process's finished (waited-for) children: wrk."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return round((usage.ru_utime + usage.ru_stime) * TICK)
-
-
-def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -421,84 +377,58 @@ def main(argv: list[str]) -> int:
 
     results: dict[tuple[str, int], dict] = {}
 
-    def record(name: str, c: int, run, ours) -> None:
+    def record(name: str, c: int, run) -> None:
         """Run, and measure how much CPU others on the machine took meanwhile: everything's
         CPU time less this benchmark's (the server's processes, wrk, this process)."""
-        before = load_average()
-        pids = ours()
-        busy, mine, waited = busy_ticks(), process_ticks(pids), children_ticks()
-        started = time.monotonic()
-        result = run()
-        elapsed = time.monotonic() - started
-        mine = process_ticks(pids) - mine + children_ticks() - waited
-        others = max(0.0, (busy_ticks() - busy - mine) / TICK / elapsed)
-        result |= {"load_before": before, "load_after": load_average(), "others": others}
+        with OthersCpu() as others:
+            result = run()
+        before = others.load_before
+        result |= {"load_before": before, "load_after": others.load_after, "others": others.cores}
         results[(name, c)] = result
         print(
             f"{name:<24} c={c:<3} {result['rps']:8.1f} req/s  p50 {result['p50']:7.2f} ms  "
             f"p95 {result['p95']:7.2f}  p99 {result['p99']:7.2f}  errors {result['errors']}  "
-            f"load {before:.2f}->{result['load_after']:.2f}  others {others:.2f} cores",
+            f"load {before:.2f}->{result['load_after']:.2f}  others {others.cores:.2f} cores",
             flush=True,
         )
 
-    for c in levels:
-        record(
-            "bare interpreter",
-            c,
-            lambda c=c: run_bare(model_dir, files, c, args.duration),
-            lambda: [os.getpid()],
-        )
-
+    # Both servers stay up for the whole run (idle, neither takes CPU from the other), and the
+    # runs alternate at each concurrency: a change in what else the shared machine is doing
+    # then shows in all four, not in one server's results.
     server, url = start_kubedetect(model_dir, work)
     sampler = RssSampler(server.pid)
     sampler.start()
+    kserve = None
     try:
+        kserve, kurl = start_kserve(model_dir, work)
         for c in levels:
+            record("bare interpreter", c, lambda c=c: run_bare(model_dir, files, c, args.duration))
             record(
                 "kubedetect /v1/detect",
                 c,
                 lambda c=c: run_wrk(
                     wrk, script, url + "/v1/detect", files, "image/jpeg", c, args.duration
                 ),
-                lambda: [os.getpid(), *descendants(server.pid)],
             )
-            record(
-                "kubedetect V1 :predict",
-                c,
-                lambda c=c: run_wrk(
-                    wrk,
-                    script,
-                    url + "/v1/models/detector:predict",
-                    v1_bodies,
-                    "application/json",
+            for name, base in (("kubedetect V1 :predict", url), ("KServe V1 :predict", kurl)):
+                record(
+                    name,
                     c,
-                    args.duration,
-                ),
-                lambda: [os.getpid(), *descendants(server.pid)],
-            )
+                    lambda c=c, base=base: run_wrk(
+                        wrk,
+                        script,
+                        base + "/v1/models/detector:predict",
+                        v1_bodies,
+                        "application/json",
+                        c,
+                        args.duration,
+                    ),
+                )
     finally:
         sampler.halt.set()
         stop(server)
-
-    kserve, kurl = start_kserve(model_dir, work)
-    try:
-        for c in levels:
-            record(
-                "KServe V1 :predict",
-                c,
-                lambda c=c: run_wrk(
-                    wrk,
-                    script,
-                    kurl + "/v1/models/detector:predict",
-                    v1_bodies,
-                    "application/json",
-                    c,
-                    args.duration,
-                ),
-                lambda: [os.getpid(), *descendants(kserve.pid)],
-            )
-    finally:
-        stop(kserve)
+        if kserve is not None:
+            stop(kserve)
 
     body = report(results, levels, sampler.samples, args, model_dir)
     print(body)
@@ -511,8 +441,12 @@ def main(argv: list[str]) -> int:
 
 
 def report(results, levels, samples, args, model_dir) -> str:
+    order = ["bare interpreter", "kubedetect /v1/detect", "kubedetect V1 :predict"]
     rows = []
-    for (name, c), r in results.items():
+    for (name, c), r in sorted(
+        results.items(),
+        key=lambda kv: (order.index(kv[0][0]) if kv[0][0] in order else 9, kv[0][1]),
+    ):
         under = "yes" if r["others"] > UNDER_LOAD else "no"
         rows.append(
             [
@@ -539,8 +473,10 @@ def report(results, levels, samples, args, model_dir) -> str:
         "trace lines, each to a file. Latencies in ms. The machine is shared: "
         "'load avg' is `uptime`'s 1-minute load average before and after each run (it counts "
         "the benchmark's own processes too); 'others' CPU' is the CPU time every other process "
-        "took during the run, in cores (all CPU time in /proc/stat less that of the server's "
-        f"processes, wrk and the benchmark itself); 'under load': others took more than "
+        "took during the run, in cores (all CPU time in /proc/stat less that of the servers' "
+        "processes, wrk and the benchmark itself). Both servers are up throughout and the runs "
+        "alternate (bare, /v1/detect, kubedetect V1, KServe V1 at each concurrency), so a "
+        f"change in the machine's load shows in all of them; 'under load': others took more than "
         f"{UNDER_LOAD} of a core, so the numbers are lower than on an idle machine.",
         "",
         table(
@@ -592,7 +528,7 @@ def report(results, levels, samples, args, model_dir) -> str:
         f"{verdict(ours_v1['rps'] > kserve['rps'])}",
         f"- zero errors (every kubedetect run, every concurrency): {errors}: "
         f"{verdict(errors == 0)}",
-        f"- resident memory stable over the kubedetect runs ({len(samples)} samples, one a second; "
+        f"- resident memory stable over the run ({len(samples)} samples, one a second; "
         f"second-half growth within max(2 %, 3 MB)): {memory}: {verdict(stable)}",
     ]
     return "\n".join(lines)

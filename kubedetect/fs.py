@@ -12,6 +12,7 @@ import os
 import posixpath
 import re
 from collections.abc import Iterator
+from typing import BinaryIO
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -58,6 +59,19 @@ def write_bytes(path: str, data: bytes) -> None:
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
+
+
+def open_write(path: str) -> BinaryIO:
+    """A file opened for writing bytes (a new file, or one emptied)."""
+    return _gfile().GFile(path, "wb") if is_uri(path) else open(path, "wb")  # noqa: SIM115
+
+
+def rename(source: str, target: str) -> None:
+    """Move `source` onto `target`, replacing it: atomic for local files."""
+    if is_uri(source):
+        _gfile().rename(source, target, overwrite=True)
+    else:
+        os.replace(source, target)
 
 
 def write_text(path: str, text: str) -> None:

@@ -6,9 +6,10 @@ run can also process all K. Each shard run leaves a part file (`part-0000i-of-00
 its record counts, checksums and problems; `merge_shards` turns the parts into `dataset.json`.
 A full run ends with the same merge, so one run and K shard runs produce the same bytes.
 
-Within a run, images are decoded, checked, resized and JPEG-encoded by a pool of processes
-(`kubedetect.parallel.OrderedPool`); this process only serialises examples and writes files,
-in a fixed order, so the output does not depend on the number of workers.
+Within a run, images are decoded, checked, resized, JPEG-encoded and serialised as examples by
+a pool of processes (`kubedetect.parallel.OrderedPool`); this process only appends the records
+to files, in a fixed order, so the output does not depend on the number of workers. Nothing
+here imports TensorFlow: TFRecords are written by `kubedetect.tfrecord`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from kubedetect.data.splits import SPLITS
 from kubedetect.errors import KubedetectError, UnusableInputError
 from kubedetect.labels import ClassMap
 from kubedetect.parallel import OrderedPool
+from kubedetect.tfrecord import TFRecordWriter
 
 FORMAT = "kubedetect.dataset/v1"
 MANIFEST = "dataset.json"
@@ -138,14 +140,8 @@ def _write_shard(
     config: PreprocessConfig,
 ) -> dict:
     """Write one shard's TFRecord files (one per split) and its part file."""
-    # TensorFlow only here, where TFRecords are written: merge_shards and the manifest readers
-    # work without it (a merge step needs no TensorFlow, and starts in a fraction of a second).
-    import tensorflow as tf  # noqa: PLC0415
-
-    from kubedetect.records import to_example  # noqa: PLC0415 - imports TensorFlow
-
     paths = {s: fs.join(out_dir, shard_file(s, index, count)) for s in splits}
-    writers = {s: tf.io.TFRecordWriter(paths[s] + ".tmp") for s in splits}
+    writers = {s: TFRecordWriter(paths[s] + ".tmp") for s in splits}
     problems: list[Problem] = list(dataset.problems)
     images: list[ImageSummary] = []
     try:
@@ -153,14 +149,14 @@ def _write_shard(
             problems.extend(item.problems)
             if not item.ok:
                 continue
-            writers[item.record.split].write(to_example(item, dataset.classes, config.image_size))
+            writers[item.record.split].write(item.example)
             images.append(summary_of(item))
     finally:
         for writer in writers.values():
             writer.close()
     files = []
     for split in splits:
-        tf.io.gfile.rename(paths[split] + ".tmp", paths[split], overwrite=True)
+        fs.rename(paths[split] + ".tmp", paths[split])
         in_split = [s for s in images if s.split == split]
         files.append(
             {
@@ -169,7 +165,7 @@ def _write_shard(
                 "index": index,
                 "records": len(in_split),
                 "objects": sum(len(s.class_ids) for s in in_split),
-                "sha256": fs.sha256_file(paths[split]),
+                "sha256": writers[split].sha256,
             }
         )
     part = {

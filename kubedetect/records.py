@@ -4,79 +4,87 @@ Feature names follow the TensorFlow Object Detection API, so the shards are read
 that know that convention. Boxes are normalised to [0, 1] as (xmin, ymin, xmax, ymax), which,
 because images are stretched to the square training size, are also their coordinates in the
 stored image.
+
+Writing needs no TensorFlow (the examples are made in the preprocessing workers by
+`kubedetect.tfrecord`); reading them back, for training and evaluation, is TensorFlow's.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import tensorflow as tf
+from functools import cache
+from typing import TYPE_CHECKING
 
-from kubedetect.data.prepare import Prepared
-from kubedetect.labels import ClassMap
+from kubedetect.tfrecord import bytes_feature, example, float_feature, int64_feature
 
-FEATURES = {
-    "image/encoded": tf.io.FixedLenFeature([], tf.string),
-    "image/format": tf.io.FixedLenFeature([], tf.string),
-    "image/height": tf.io.FixedLenFeature([], tf.int64),
-    "image/width": tf.io.FixedLenFeature([], tf.int64),
-    "image/original/height": tf.io.FixedLenFeature([], tf.int64),
-    "image/original/width": tf.io.FixedLenFeature([], tf.int64),
-    "image/source_id": tf.io.FixedLenFeature([], tf.string),
-    "image/filename": tf.io.FixedLenFeature([], tf.string),
-    "image/sha256": tf.io.FixedLenFeature([], tf.string),
-    "image/object/bbox/xmin": tf.io.VarLenFeature(tf.float32),
-    "image/object/bbox/ymin": tf.io.VarLenFeature(tf.float32),
-    "image/object/bbox/xmax": tf.io.VarLenFeature(tf.float32),
-    "image/object/bbox/ymax": tf.io.VarLenFeature(tf.float32),
-    "image/object/class/label": tf.io.VarLenFeature(tf.int64),
-    "image/object/class/text": tf.io.VarLenFeature(tf.string),
-    "image/object/difficult": tf.io.VarLenFeature(tf.int64),
-    "image/object/truncated": tf.io.VarLenFeature(tf.int64),
-}
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from kubedetect.data.prepare import Prepared
 
 
-def _bytes(values):
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+def to_example(prepared: Prepared, jpeg: bytes, image_size: int) -> bytes:
+    """The serialized example of one prepared image, its resized JPEG and the training size.
+
+    Written in the worker processes, without TensorFlow (kubedetect.tfrecord). Box coordinates
+    are stored as float32, rounded to nearest, as any protobuf writer rounds them.
+    """
+    boxes = prepared.boxes
+    return example(
+        {
+            "image/encoded": bytes_feature([jpeg]),
+            "image/format": bytes_feature([b"jpeg"]),
+            "image/height": int64_feature([image_size]),
+            "image/width": int64_feature([image_size]),
+            "image/original/height": int64_feature([prepared.height]),
+            "image/original/width": int64_feature([prepared.width]),
+            "image/source_id": bytes_feature([prepared.record.key.encode()]),
+            "image/filename": bytes_feature([prepared.record.image.encode()]),
+            "image/sha256": bytes_feature([prepared.sha256.encode()]),
+            "image/object/bbox/xmin": float_feature(b[0] for b in boxes),
+            "image/object/bbox/ymin": float_feature(b[1] for b in boxes),
+            "image/object/bbox/xmax": float_feature(b[2] for b in boxes),
+            "image/object/bbox/ymax": float_feature(b[3] for b in boxes),
+            "image/object/class/label": int64_feature(prepared.class_ids),
+            "image/object/class/text": bytes_feature(n.encode() for n in prepared.labels),
+            "image/object/difficult": int64_feature(int(d) for d in prepared.difficult),
+            "image/object/truncated": int64_feature(int(t) for t in prepared.truncated),
+        }
+    )
 
 
-def _floats(values):
-    return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+@cache
+def features() -> dict:
+    """The parsing spec of every feature (TensorFlow is imported on first use only)."""
+    import tensorflow as tf  # noqa: PLC0415
 
-
-def _ints(values):
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
-
-def to_example(prepared: Prepared, classes: ClassMap, image_size: int) -> bytes:
-    # float32, as stored: the same rounding whichever way the floats reach the protobuf.
-    boxes = np.asarray(prepared.boxes, dtype=np.float32).reshape(-1, 4)
-    feature = {
-        "image/encoded": _bytes([prepared.jpeg]),
-        "image/format": _bytes([b"jpeg"]),
-        "image/height": _ints([image_size]),
-        "image/width": _ints([image_size]),
-        "image/original/height": _ints([prepared.height]),
-        "image/original/width": _ints([prepared.width]),
-        "image/source_id": _bytes([prepared.record.key.encode()]),
-        "image/filename": _bytes([prepared.record.image.encode()]),
-        "image/sha256": _bytes([prepared.sha256.encode()]),
-        "image/object/bbox/xmin": _floats(boxes[:, 0].tolist()),
-        "image/object/bbox/ymin": _floats(boxes[:, 1].tolist()),
-        "image/object/bbox/xmax": _floats(boxes[:, 2].tolist()),
-        "image/object/bbox/ymax": _floats(boxes[:, 3].tolist()),
-        "image/object/class/label": _ints(list(prepared.class_ids)),
-        "image/object/class/text": _bytes([classes.name(c).encode() for c in prepared.class_ids]),
-        "image/object/difficult": _ints([int(d) for d in prepared.difficult]),
-        "image/object/truncated": _ints([int(t) for t in prepared.truncated]),
+    fixed, var = tf.io.FixedLenFeature, tf.io.VarLenFeature
+    return {
+        "image/encoded": fixed([], tf.string),
+        "image/format": fixed([], tf.string),
+        "image/height": fixed([], tf.int64),
+        "image/width": fixed([], tf.int64),
+        "image/original/height": fixed([], tf.int64),
+        "image/original/width": fixed([], tf.int64),
+        "image/source_id": fixed([], tf.string),
+        "image/filename": fixed([], tf.string),
+        "image/sha256": fixed([], tf.string),
+        "image/object/bbox/xmin": var(tf.float32),
+        "image/object/bbox/ymin": var(tf.float32),
+        "image/object/bbox/xmax": var(tf.float32),
+        "image/object/bbox/ymax": var(tf.float32),
+        "image/object/class/label": var(tf.int64),
+        "image/object/class/text": var(tf.string),
+        "image/object/difficult": var(tf.int64),
+        "image/object/truncated": var(tf.int64),
     }
-    example = tf.train.Example(features=tf.train.Features(feature=feature))
-    return example.SerializeToString(deterministic=True)
 
 
 def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
     """One serialized example to tensors: image uint8 [S, S, 3], boxes float32 [N, 4]
     (xmin, ymin, xmax, ymax in [0, 1]), classes int32 [N], and the identifying fields."""
-    parsed = tf.io.parse_single_example(serialized, FEATURES)
+    import tensorflow as tf  # noqa: PLC0415
+
+    parsed = tf.io.parse_single_example(serialized, features())
     dense = {k: tf.sparse.to_dense(v) for k, v in parsed.items() if isinstance(v, tf.SparseTensor)}
     boxes = tf.stack(
         [dense[f"image/object/bbox/{c}"] for c in ("xmin", "ymin", "xmax", "ymax")], axis=-1

@@ -1,19 +1,22 @@
-"""The per-image work done in worker processes: read, decode, check, resize, encode.
+"""The per-image work done in worker processes: read, decode, check, resize, encode, serialise.
 
 Pillow only (not even numpy), so worker processes start in a fraction of a second and never
-import TensorFlow. Every defect is returned as a Problem; nothing here raises for bad data.
+import TensorFlow; even the tf.train.Example is serialised here (kubedetect.tfrecord), leaving
+the writing process nothing but appending bytes. Every defect is returned as a Problem; nothing
+here raises for bad data.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kubedetect import fs
 from kubedetect.data.record import Record
 from kubedetect.data.report import Problem
 from kubedetect.errors import ImageError
 from kubedetect.images import decode_image, encode_jpeg, resize
+from kubedetect.records import to_example
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,10 @@ class Prepared:
     height: int = 0
     boxes: tuple[tuple[float, float, float, float], ...] = ()  # xmin, ymin, xmax, ymax in [0, 1]
     class_ids: tuple[int, ...] = ()
+    labels: tuple[str, ...] = ()  # the class names of class_ids
     difficult: tuple[bool, ...] = ()
     truncated: tuple[bool, ...] = ()
-    jpeg: bytes | None = None  # the resized image, image_size x image_size
+    example: bytes | None = None  # the serialized tf.train.Example, resized image included
 
 
 def prepare(record: Record, settings: PrepareSettings) -> Prepared:
@@ -101,10 +105,7 @@ def prepare(record: Record, settings: PrepareSettings) -> Prepared:
             )
         kept.append((cx0 / width, cy0 / height, cx1 / width, cy1 / height, box))
 
-    jpeg = None
-    if settings.encode:
-        jpeg = encode_jpeg(resize(decoded.image, settings.image_size), settings.jpeg_quality)
-    return Prepared(
+    prepared = Prepared(
         record=record,
         ok=True,
         problems=tuple(problems),
@@ -113,10 +114,14 @@ def prepare(record: Record, settings: PrepareSettings) -> Prepared:
         height=height,
         boxes=tuple(k[:4] for k in kept),
         class_ids=tuple(k[4].class_id for k in kept),
+        labels=tuple(k[4].label for k in kept),
         difficult=tuple(k[4].difficult for k in kept),
         truncated=tuple(k[4].truncated for k in kept),
-        jpeg=jpeg,
     )
+    if not settings.encode:
+        return prepared
+    jpeg = encode_jpeg(resize(decoded.image, settings.image_size), settings.jpeg_quality)
+    return replace(prepared, example=to_example(prepared, jpeg, settings.image_size))
 
 
 def prepare_many(records: list[Record], settings: PrepareSettings) -> list[Prepared]:
