@@ -12,7 +12,6 @@ alone, and start faster without it.
 from __future__ import annotations
 
 import io
-import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -28,16 +27,6 @@ if TYPE_CHECKING:
 # Pillow's own bomb check would warn (or raise its own type) at its global limit; we enforce the
 # caller's limit ourselves, before any pixel is decoded.
 Image.MAX_IMAGE_PIXELS = None
-
-# Pillow hands every freed image buffer back to the OS unless its block allocator is told to keep
-# some (PILLOW_BLOCKS_MAX, 0 by default). Every image here passes through three or four buffers
-# of similar size (decoded, resized, drafted), so a fresh process would map and fault in new
-# pages for each of them: preprocessing workers ran 20 % slower that way. A few cached blocks
-# (each at most PILLOW_BLOCK_SIZE, 16 MB) keep them; the environment variable still decides
-# when it is set.
-BLOCKS_KEPT = 4
-if "PILLOW_BLOCKS_MAX" not in os.environ:
-    Image.core.set_blocks_max(BLOCKS_KEPT)
 
 # The photo formats kubedetect decodes, whatever a file is called. Images are untrusted input
 # (uploads, scraped datasets), and Pillow can open dozens of formats, some through external

@@ -41,6 +41,7 @@ accesslog = "-" if _config.access_log else None
 errorlog = "-"
 loglevel = _config.log_level
 logconfig_dict = logging_config(_config.log_level, _config.access_log)
+logger_class = "serving.logs.AccessLogger"  # the JSON access line, cheaply
 proc_name = "kubedetect-serve"
 
 

@@ -2,13 +2,21 @@
 
 Used for Gunicorn's own logs (`gunicorn.error`), its access log (`gunicorn.access`, one line per
 request with route, status and duration) and the service's (`kubedetect.serving`).
+
+The access line's fields are taken from the request by `AccessLogger` (Gunicorn's
+`logger_class`): Gunicorn's own logger first builds every atom its `access_log_format` could
+name, every request and response header among them, which cost a fifth of a millisecond a
+request, more than a tenth of a whole small-image detection.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+
+from gunicorn import glogging
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,8 +27,9 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
         }
-        if record.name == "gunicorn.access" and isinstance(record.args, dict):
-            entry |= _access(record.args)
+        access = getattr(record, "access", None)
+        if access is not None:
+            entry |= access
         else:
             entry["message"] = record.getMessage()
         if record.exc_info:
@@ -28,22 +37,30 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)  # ASCII: one record is one line, whatever a client sent
 
 
-def _access(atoms) -> dict:
-    """Gunicorn's access-log atoms (see its `access_log_format` docs) as named fields."""
-    return {
-        "message": f"{atoms['m']} {atoms['U']} {atoms['s']}",
-        "method": atoms["m"],
-        "path": atoms["U"],
-        "query": atoms["q"],
-        "status": int(atoms["s"]) if str(atoms["s"]).isdigit() else atoms["s"],
-        "bytes": atoms["B"],
-        "duration_ms": round(int(atoms["D"]) / 1000, 3),
-        "remote": atoms["h"],
-        "user_agent": atoms["a"],
-        "pid": int(str(atoms["p"]).strip("<>"))
-        if str(atoms["p"]).strip("<>").isdigit()
-        else atoms["p"],
-    }
+class AccessLogger(glogging.Logger):
+    """Gunicorn's logger, with an access line of named fields made from the request alone."""
+
+    def access(self, resp, req, environ, request_time) -> None:
+        if not self.access_log_enabled or not self.access_log.isEnabledFor(logging.INFO):
+            return
+        status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
+        method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+        fields = {
+            "message": f"{method} {path} {status}",
+            "method": method,
+            "path": path,
+            "query": environ.get("QUERY_STRING", ""),
+            "status": int(status) if str(status).isdigit() else status,
+            "bytes": getattr(resp, "sent", None),
+            "duration_ms": round(request_time.total_seconds() * 1000, 3),
+            "remote": environ.get("REMOTE_ADDR", "-"),
+            "user_agent": environ.get("HTTP_USER_AGENT", "-"),
+            "pid": os.getpid(),
+        }
+        try:
+            self.access_log.info(fields["message"], extra={"access": fields})
+        except Exception:  # as Gunicorn's own: a broken log line never fails a request
+            self.exception("access log line failed")
 
 
 def logging_config(level: str = "info", access_log: bool = True) -> dict:

@@ -9,7 +9,10 @@ here raises for bad data.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, replace
+
+from PIL import Image
 
 from kubedetect import fs
 from kubedetect.data.record import Record
@@ -17,6 +20,17 @@ from kubedetect.data.report import Problem
 from kubedetect.errors import ImageError
 from kubedetect.images import decode_image, encode_jpeg, resize
 from kubedetect.records import to_example
+
+# Pillow hands every freed image buffer back to the OS unless its block allocator is told to keep
+# some (PILLOW_BLOCKS_MAX, 0 by default). Each image here passes through three or four buffers of
+# similar size, so a fresh worker process would map and fault in new pages for every one of
+# them: the workers ran 20 % slower that way. A preprocessing worker is one thread working
+# through thousands of images, and 4 cached blocks keep its memory flat. (Not in the server:
+# there, blocks freed by one request thread and reused by another made resident memory grow.)
+# The environment variable still decides when it is set.
+BLOCKS_KEPT = 4
+if "PILLOW_BLOCKS_MAX" not in os.environ:
+    Image.core.set_blocks_max(BLOCKS_KEPT)
 
 
 @dataclass(frozen=True)
