@@ -65,9 +65,7 @@ def test_an_example_is_byte_for_byte_what_tensorflow_serializes():
 kinds = st.sampled_from(["bytes", "float", "int64"])
 values = {
     "bytes": st.lists(st.binary(max_size=300), max_size=5),
-    "float": st.lists(
-        st.floats(width=32, allow_nan=False, allow_infinity=True), max_size=20
-    ),
+    "float": st.lists(st.floats(width=32, allow_nan=False, allow_infinity=True), max_size=20),
     "int64": st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=20),
 }
 features = st.dictionaries(
