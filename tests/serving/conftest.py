@@ -128,7 +128,7 @@ def free_port() -> int:
 class Server:
     """A `kubedetect serve` process (Gunicorn's master after the exec) on 127.0.0.1."""
 
-    def __init__(self, model_dir: Path, workdir: Path, *, flags=(), env=None):
+    def __init__(self, model_dir: Path, workdir: Path, *, flags=(), env=None, session=False):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
@@ -149,6 +149,7 @@ class Server:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=workdir,
+            start_new_session=session,  # its own process group, as a terminal's foreground job
         )
 
     def get(self, path: str, **kwargs) -> requests.Response:
@@ -206,9 +207,16 @@ def start_server(tmp_path_factory):
     servers: list[Server] = []
 
     def start(
-        model_dir: Path, *, flags=(), env=None, wait: str | None = "/v2/health/ready"
+        model_dir: Path,
+        *,
+        flags=(),
+        env=None,
+        wait: str | None = "/v2/health/ready",
+        session: bool = False,
     ) -> Server:
-        server = Server(model_dir, tmp_path_factory.mktemp("server"), flags=flags, env=env)
+        server = Server(
+            model_dir, tmp_path_factory.mktemp("server"), flags=flags, env=env, session=session
+        )
         servers.append(server)
         if wait:
             server.wait(wait)

@@ -4,11 +4,14 @@ is replaced while the rest keep serving. Bounded loads on 127.0.0.1 only."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import signal
+import socket
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,4 +139,44 @@ def test_a_killed_worker_is_replaced_and_under_1_percent_fail(
     after = set(server.workers())
     assert victim not in after and len(after) == 2 and len(after - before) == 1  # one new worker
     assert server.post("/v1/detect", data=jpeg).status_code == 200
+    server.stop()
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_repeated_quit_signals_never_hang_a_worker_and_ctrl_c_frees_the_port(
+    start_server, model_dir, jpeg
+):
+    """Ctrl-C sends SIGINT to the whole process group and the master adds SIGQUIT; users press it
+    again. A worker flooded with quit signals must still exit (Gunicorn's own gthread handler,
+    re-entered while it held its pool's lock, hung in about a third of such floods here), the
+    master replaces it, and Ctrl-C on the group ends every process and frees the port."""
+    server = start_server(model_dir, flags=["--workers", "2", "--threads", "4"], session=True)
+    for _ in range(6):
+        worker = min(server.workers())
+        deadline = time.monotonic() + 0.5
+        with contextlib.suppress(ProcessLookupError):
+            while time.monotonic() < deadline:
+                os.kill(worker, signal.SIGQUIT)
+        gone_by = time.monotonic() + 10
+        while _running(worker) and time.monotonic() < gone_by:
+            time.sleep(0.05)
+        assert not _running(worker), f"worker {worker} hangs after a flood of SIGQUIT"
+        server.wait()  # its replacement serves
+    assert server.post("/v1/detect", data=jpeg).status_code == 200
+
+    processes = [server.process.pid, *server.workers()]
+    os.killpg(server.process.pid, signal.SIGINT)
+    server.process.wait(timeout=20)
+    gone_by = time.monotonic() + 10
+    while any(_running(p) for p in processes) and time.monotonic() < gone_by:
+        time.sleep(0.05)
+    assert not any(_running(p) for p in processes), "a process outlived Ctrl-C"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", server.port))  # nothing holds the port any more
     server.stop()
