@@ -50,15 +50,9 @@ def read_bytes(path: str) -> bytes:
 def write_bytes(path: str, data: bytes) -> None:
     """Write atomically: readers never see a half-written file."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    if is_uri(path):
-        gfile = _gfile()
-        with gfile.GFile(tmp, "wb") as f:
-            f.write(data)
-        gfile.rename(tmp, path, overwrite=True)
-        return
-    with open(tmp, "wb") as f:
+    with open_write(tmp) as f:
         f.write(data)
-    os.replace(tmp, path)
+    rename(tmp, path)
 
 
 def open_write(path: str) -> BinaryIO:

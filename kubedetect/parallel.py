@@ -52,6 +52,7 @@ class OrderedPool(Generic[T, R]):
         chunk_size: int = CHUNK_SIZE,
         window_per_worker: int = WINDOW_PER_WORKER,
         name: Callable[[T], str] = str,
+        initializer: Callable[[], None] | None = None,
     ):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
@@ -60,11 +61,14 @@ class OrderedPool(Generic[T, R]):
         self.chunk_size = chunk_size
         self.window = workers * window_per_worker
         self.name = name
+        self.initializer = initializer  # run once in each worker process, as it starts
         self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> OrderedPool[T, R]:
         context = multiprocessing.get_context("spawn")
-        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+        self._pool = ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=context, initializer=self.initializer
+        )
         for _ in range(self.workers):  # each submit starts one more process, up to `workers`
             self._pool.submit(self.chunk_fn, [])
         return self
@@ -74,8 +78,9 @@ class OrderedPool(Generic[T, R]):
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._pool = None
 
-    def map(self, items: Iterable[T]) -> Iterator[R]:
-        """chunk_fn's results for `items`, in order."""
+    def map(self, items: Iterable[T], **context) -> Iterator[R]:
+        """chunk_fn's results for `items`, in order. `context` is passed to every chunk's call:
+        what becomes known only after the pool started (it starts before the data is scanned)."""
         pool = self._pool
         if pool is None:
             raise RuntimeError("OrderedPool.map outside its `with` block")
@@ -84,7 +89,7 @@ class OrderedPool(Generic[T, R]):
         pending: deque[tuple[Future, list[T]]] = deque()
         try:
             for chunk in chunks:
-                pending.append((pool.submit(self.chunk_fn, chunk), chunk))
+                pending.append((pool.submit(self.chunk_fn, chunk, **context), chunk))
                 if len(pending) >= self.window:
                     break
             while pending:
@@ -92,7 +97,7 @@ class OrderedPool(Generic[T, R]):
                 pending.popleft()
                 next_chunk = next(chunks, None)
                 if next_chunk is not None:
-                    pending.append((pool.submit(self.chunk_fn, next_chunk), next_chunk))
+                    pending.append((pool.submit(self.chunk_fn, next_chunk, **context), next_chunk))
                 elif not pending:
                     pool.shutdown(wait=False)  # __exit__ joins the workers, by then mostly gone
                 yield from results

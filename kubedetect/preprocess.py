@@ -27,7 +27,7 @@ from tqdm import tqdm
 from kubedetect import fs
 from kubedetect.config import DataConfig, PreprocessConfig
 from kubedetect.data.check import summary_of
-from kubedetect.data.prepare import Prepared, PrepareSettings, prepare_many
+from kubedetect.data.prepare import Prepared, PrepareSettings, prepare_many, worker_setup
 from kubedetect.data.report import ImageSummary, Problem, Report, describe, summarize
 from kubedetect.data.scan import Dataset, Record, scan
 from kubedetect.data.splits import SPLITS
@@ -90,7 +90,10 @@ def preprocess(
     # The workers start (and import their modules) while this process scans the annotations.
     workers = config.worker_count()
     pool = OrderedPool(
-        partial(prepare_many, settings=settings), workers=workers, name=lambda r: r.image
+        partial(prepare_many, settings=settings),
+        workers=workers,
+        name=lambda r: r.image,
+        initializer=worker_setup,
     )
     with pool:
         dataset = scan(data_dir, data, progress=config.progress)
@@ -109,7 +112,7 @@ def preprocess(
         )
         splits = [s for s in SPLITS if any(r.split == s for r in dataset.records)]
         bar = tqdm(
-            pool.map(records),
+            pool.map(records, classes=dataset.classes.names),
             total=len(records),
             desc="preprocess",
             unit="img",

@@ -22,13 +22,14 @@ if TYPE_CHECKING:
     from kubedetect.data.prepare import Prepared
 
 
-def to_example(prepared: Prepared, jpeg: bytes, image_size: int) -> bytes:
-    """The serialized example of one prepared image, its resized JPEG and the training size.
+def to_example(prepared: Prepared, jpeg: bytes, image_size: int, classes: tuple[str, ...]) -> bytes:
+    """The serialized example of one prepared image, its resized JPEG, the training size and the
+    class names (in id order).
 
     Written in the worker processes, without TensorFlow (kubedetect.tfrecord). Box coordinates
     are stored as float32, rounded to nearest, as any protobuf writer rounds them.
     """
-    boxes = prepared.boxes
+    boxes, names = prepared.boxes, [classes[c].encode() for c in prepared.class_ids]
     return example(
         {
             "image/encoded": bytes_feature([jpeg]),
@@ -45,7 +46,7 @@ def to_example(prepared: Prepared, jpeg: bytes, image_size: int) -> bytes:
             "image/object/bbox/xmax": float_feature(b[2] for b in boxes),
             "image/object/bbox/ymax": float_feature(b[3] for b in boxes),
             "image/object/class/label": int64_feature(prepared.class_ids),
-            "image/object/class/text": bytes_feature(n.encode() for n in prepared.labels),
+            "image/object/class/text": bytes_feature(names),
             "image/object/difficult": int64_feature(int(d) for d in prepared.difficult),
             "image/object/truncated": int64_feature(int(t) for t in prepared.truncated),
         }

@@ -101,7 +101,6 @@ class TFRecordWriter:
     """
 
     def __init__(self, path: str):
-        self.path = path
         self._file = fs.open_write(path)
         self._digest = hashlib.sha256()
 

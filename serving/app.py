@@ -65,17 +65,9 @@ class ModelName(BaseConverter):
     regex = r"[^/:]+"
 
 
-def start_worker(app: Flask, *, wait_ready: float = 0.0) -> None:
-    """Start the model's batcher thread in this process (Gunicorn calls it in each worker).
-
-    With `wait_ready`, return only once the model is warm (or that many seconds passed): a
-    worker replacing a dead one then takes no connection before it can answer them, while the
-    others carry the load, instead of answering 503 "not ready" to its first clients.
-    """
-    batcher = app.extensions["kubedetect"].batcher
-    batcher.start()
-    if wait_ready:
-        batcher.wait_ready(wait_ready)
+def start_worker(app: Flask) -> None:
+    """Start the model's batcher thread in this process (Gunicorn calls it in each worker)."""
+    app.extensions["kubedetect"].batcher.start()
 
 
 def _error(status: int, message: str, retry_after: int | None = None) -> Response:

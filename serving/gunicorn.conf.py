@@ -51,24 +51,10 @@ def on_starting(server):
         os.remove(stale)  # counts of an earlier run
 
 
-_forks = 0  # in the master: workers forked so far
-
-
-def pre_fork(server, worker):
-    global _forks
-    _forks += 1
-    # The first workers warm up while already answering (503 until ready: health probes see the
-    # pod loading); a replacement for a dead worker warms up before it accepts a connection.
-    worker.replaces_another = _forks > server.num_workers
-
-
 def post_worker_init(worker):
     from serving.app import start_worker
 
-    start_worker(
-        worker.wsgi,
-        wait_ready=_config.request_timeout if getattr(worker, "replaces_another", False) else 0,
-    )
+    start_worker(worker.wsgi)
 
 
 def child_exit(server, worker):

@@ -7,7 +7,7 @@ from functools import partial
 from tqdm import tqdm
 
 from kubedetect.config import DataConfig
-from kubedetect.data.prepare import PrepareSettings, prepare_many
+from kubedetect.data.prepare import PrepareSettings, prepare_many, worker_setup
 from kubedetect.data.report import ImageSummary, Report, summarize
 from kubedetect.data.scan import scan
 from kubedetect.parallel import OrderedPool
@@ -26,7 +26,10 @@ def check(
     images = []
     # The workers start while this process scans the annotations.
     pool = OrderedPool(
-        partial(prepare_many, settings=settings), workers=workers, name=lambda r: r.image
+        partial(prepare_many, settings=settings),
+        workers=workers,
+        name=lambda r: r.image,
+        initializer=worker_setup,
     )
     with pool:
         dataset = scan(root, config, progress=progress)

@@ -21,16 +21,22 @@ from kubedetect.errors import ImageError
 from kubedetect.images import decode_image, encode_jpeg, resize
 from kubedetect.records import to_example
 
-# Pillow hands every freed image buffer back to the OS unless its block allocator is told to keep
-# some (PILLOW_BLOCKS_MAX, 0 by default). Each image here passes through three or four buffers of
-# similar size, so a fresh worker process would map and fault in new pages for every one of
-# them: the workers ran 20 % slower that way. A preprocessing worker is one thread working
-# through thousands of images, and 4 cached blocks keep its memory flat. (Not in the server:
-# there, blocks freed by one request thread and reused by another made resident memory grow.)
-# The environment variable still decides when it is set.
 BLOCKS_KEPT = 4
-if "PILLOW_BLOCKS_MAX" not in os.environ:
-    Image.core.set_blocks_max(BLOCKS_KEPT)
+
+
+def worker_setup() -> None:
+    """The image worker processes' start-up (the pool's initializer).
+
+    Pillow hands every freed image buffer back to the OS unless its block allocator is told to
+    keep some (PILLOW_BLOCKS_MAX, 0 by default). Each image here passes through three or four
+    buffers of similar size, so a fresh worker would map and fault in new pages for every one of
+    them: the workers ran 20 % slower that way. A worker is one thread working through
+    thousands of images, and 4 cached blocks keep its memory flat. Only here, not at import: in
+    a threaded process (the server), blocks freed by one thread and reused by another made
+    resident memory grow. The environment variable still decides when it is set.
+    """
+    if "PILLOW_BLOCKS_MAX" not in os.environ:
+        Image.core.set_blocks_max(BLOCKS_KEPT)
 
 
 @dataclass(frozen=True)
@@ -54,13 +60,14 @@ class Prepared:
     height: int = 0
     boxes: tuple[tuple[float, float, float, float], ...] = ()  # xmin, ymin, xmax, ymax in [0, 1]
     class_ids: tuple[int, ...] = ()
-    labels: tuple[str, ...] = ()  # the class names of class_ids
     difficult: tuple[bool, ...] = ()
     truncated: tuple[bool, ...] = ()
     example: bytes | None = None  # the serialized tf.train.Example, resized image included
 
 
-def prepare(record: Record, settings: PrepareSettings) -> Prepared:
+def prepare(record: Record, settings: PrepareSettings, classes: tuple[str, ...] = ()) -> Prepared:
+    """One record's image read and checked; with `settings.encode`, its example made too, which
+    names each box's class from `classes` (the class map's names, in id order)."""
     source = record.image
     try:
         data = fs.read_bytes(fs.join(settings.root, record.image))
@@ -128,16 +135,17 @@ def prepare(record: Record, settings: PrepareSettings) -> Prepared:
         height=height,
         boxes=tuple(k[:4] for k in kept),
         class_ids=tuple(k[4].class_id for k in kept),
-        labels=tuple(k[4].label for k in kept),
         difficult=tuple(k[4].difficult for k in kept),
         truncated=tuple(k[4].truncated for k in kept),
     )
     if not settings.encode:
         return prepared
     jpeg = encode_jpeg(resize(decoded.image, settings.image_size), settings.jpeg_quality)
-    return replace(prepared, example=to_example(prepared, jpeg, settings.image_size))
+    return replace(prepared, example=to_example(prepared, jpeg, settings.image_size, classes))
 
 
-def prepare_many(records: list[Record], settings: PrepareSettings) -> list[Prepared]:
+def prepare_many(
+    records: list[Record], settings: PrepareSettings, classes: tuple[str, ...] = ()
+) -> list[Prepared]:
     """One task of the worker pool: a chunk of records, to amortise inter-process overhead."""
-    return [prepare(r, settings) for r in records]
+    return [prepare(r, settings, classes) for r in records]

@@ -19,7 +19,6 @@ class Box:
     xmax: float
     ymax: float
     class_id: int
-    label: str = ""  # the class's name in the class map (what class_id stands for)
     difficult: bool = False
     truncated: bool = False
     index: int = 0  # the <object>'s position in its XML file, so that reports can point at it
