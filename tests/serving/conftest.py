@@ -171,6 +171,13 @@ class Server:
             time.sleep(0.1)
         raise TimeoutError(f"{path} did not answer 200 within {timeout} s:\n{self.log()}")
 
+    def wait_workers(self, count: int, timeout: float = 30) -> list[int]:
+        """The worker pids once the master has forked `count` of them (it forks them in turn)."""
+        deadline = time.monotonic() + timeout
+        while len(self.workers()) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.workers()
+
     def workers(self) -> list[int]:
         """The pids of Gunicorn's worker processes (the master's children)."""
         path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")

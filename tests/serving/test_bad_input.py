@@ -326,7 +326,7 @@ def cases(jpeg: bytes):
 
 
 def test_every_bad_input_gets_a_json_4xx_and_the_server_serves_on(server, jpeg):
-    workers = sorted(server.workers())
+    workers = sorted(server.wait_workers(2))  # the shared server runs 2
     failures = []
     for what, method, path, kwargs, status, words in cases(jpeg):
         response = server.get(path, **kwargs) if method == "GET" else server.post(path, **kwargs)
