@@ -5,9 +5,11 @@ drive the app through `app.test_client()` as well as through a real Gunicorn. Ev
 as JSON `{"error": ...}`: 4xx for the client's mistakes, 503 with Retry-After when the server is
 not ready or has no room, never a bare 500 for bad input.
 
-`start=False` builds the app without starting the batcher thread: Gunicorn's master loads the
-app (and checks the model's sha256) once before forking, and each worker starts its own batcher
-thread after the fork (gunicorn.conf.py), since threads do not survive fork.
+`start=False` builds the app without warming the model up: Gunicorn's master loads the app (and
+checks the model's sha256) once before forking, and each worker builds its own interpreters and
+warms them up after the fork, before it accepts a connection (gunicorn.conf.py
+`post_worker_init`): interpreters and their thread pools do not survive a fork, and a worker that
+only listens once it is warm never answers a client "not ready" while its neighbour is serving.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class ModelName(BaseConverter):
 
 
 def start_worker(app: Flask) -> None:
-    """Start the model's batcher thread in this process (Gunicorn calls it in each worker)."""
+    """Warm the model up in this process; Gunicorn calls it in each worker before it accepts."""
     app.extensions["kubedetect"].batcher.start()
 
 

@@ -24,7 +24,7 @@ from serving.app import create_app
 @pytest.fixture(scope="module")
 def app(model_dir):
     app = create_app(ServeConfig(model_dir=str(model_dir), score_threshold=0.0, max_detections=5))
-    assert app.extensions["kubedetect"].batcher.wait_ready(30)
+    assert app.extensions["kubedetect"].batcher.ready  # create_app warmed the model up
     yield app
     app.extensions["kubedetect"].batcher.stop()
 
@@ -85,7 +85,7 @@ def test_the_three_protocols_agree(client, jpeg):
 def test_not_ready_until_started_and_warmed_up(model_dir, jpeg):
     app = create_app(ServeConfig(model_dir=str(model_dir)), start=False)
     client = app.test_client()
-    # As a Gunicorn worker is before post_worker_init has started its batcher thread.
+    # As an app is in Gunicorn's master, before a worker's post_worker_init has warmed it up.
     for path in ("/v2/health/ready", "/v2/models/detector/ready", "/v1/models/detector"):
         response = client.get(path)
         assert response.status_code == 503, path
@@ -132,7 +132,6 @@ import base64, json, sys
 from serving.wsgi import app
 from serving.app import start_worker
 start_worker(app)
-app.extensions["kubedetect"].batcher.wait_ready(30)
 client = app.test_client()
 data = open({str(tmp_path / "image.jpg")!r}, "rb").read()
 codes = [client.post("/v1/detect", data=data).status_code,

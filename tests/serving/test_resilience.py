@@ -90,11 +90,59 @@ def test_sigterm_under_load_lets_in_flight_requests_finish(start_server, model_d
     assert "Shutting down" in log
 
 
+def test_a_worker_accepts_connections_only_once_warm(start_server, model_dir, jpeg):
+    """Clients that arrive while the workers warm up (a long warm-up here: 150 runs at each
+    batch size) wait for a warm worker instead of meeting a cold one: probes and requests are
+    answered 200, none 'not ready'. This holds for the initial workers and for the replacement
+    of a killed one, which warms up while its neighbour serves. A readiness probe answered 200
+    thus means every worker that takes connections can serve them. (503 'not ready' is left
+    for a model whose warm-up failed: test_app.py and test_batching.py.)"""
+    server = start_server(
+        model_dir,
+        flags=["--workers", "2", "--threads", "2"],
+        env={"KUBEDETECT_WARMUP_RUNS": "150"},
+        wait=None,
+    )
+    paths = ["/v2/health/live", "/v2/health/ready", "/v1/models/detector", "/v1/detect"]
+    answers: dict[str, int] = {}
+    sent_while_cold = 0
+    started = time.monotonic()
+    while len(answers) < len(paths) and time.monotonic() - started < 120:  # bounded
+        path = paths[len(answers)]
+        cold = "model ready" not in server.log()
+        try:
+            if path == "/v1/detect":
+                response = requests.post(server.url + path, data=jpeg, timeout=90)
+            else:
+                response = requests.get(server.url + path, timeout=90)
+        except requests.ConnectionError:  # the master has not bound the port yet
+            time.sleep(0.02)
+            continue
+        answers[path] = response.status_code
+        sent_while_cold += cold
+    assert answers == dict.fromkeys(paths, 200), answers
+    assert sent_while_cold, "every request came after the warm-up: the test proved nothing"
+
+    workers = server.wait_workers(2)
+    os.kill(workers[0], signal.SIGKILL)
+    outcomes: list[int] = []
+    replacement_served = False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not replacement_served:  # bounded
+        response = requests.post(server.url + "/v1/detect", data=jpeg, timeout=60)  # new conns
+        outcomes.append(response.status_code)
+        fresh = set(server.workers()) - set(workers)
+        replacement_served = bool(fresh) and f'"pid": {min(fresh)}' in server.log()
+    assert set(outcomes) == {200}, outcomes
+    assert replacement_served, "the killed worker's replacement served nothing within 60 s"
+    server.stop()
+
+
 def test_a_killed_worker_is_replaced_and_under_1_percent_fail(
     start_server, model_dir, jpeg, artifacts_dir
 ):
     server = start_server(model_dir, flags=["--workers", "2", "--threads", "4"])
-    before = set(server.workers())
+    before = set(server.wait_workers(2))  # ready once the first is warm; the master forks in turn
     assert len(before) == 2
     victim = min(before)
     total, clients = 2000, 8
