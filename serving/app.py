@@ -5,11 +5,11 @@ drive the app through `app.test_client()` as well as through a real Gunicorn. Ev
 as JSON `{"error": ...}`: 4xx for the client's mistakes, 503 with Retry-After when the server is
 not ready or has no room, never a bare 500 for bad input.
 
-`start=False` builds the app without warming the model up: Gunicorn's master loads the app (and
-checks the model's sha256) once before forking, and each worker builds its own interpreters and
-warms them up after the fork, before it accepts a connection (gunicorn.conf.py
-`post_worker_init`): interpreters and their thread pools do not survive a fork, and a worker that
-only listens once it is warm never answers a client "not ready" while its neighbour is serving.
+`start=False` builds the app without starting the batcher thread: Gunicorn's master loads the
+app (and checks the model's sha256) once before forking, and each worker starts its own batcher
+thread after the fork, since threads do not survive fork, and waits for its warm-up before it
+accepts a connection (gunicorn.conf.py `post_worker_init`): a worker that only listens once it
+is warm never answers a client "not ready" while its neighbour is serving.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def create_app(config: ServeConfig, *, start: bool = True) -> Flask:
     _register_errors(app, config)
     _register_request_metrics(app, config)
     if start:
-        app.extensions["kubedetect"].batcher.start()
+        start_worker(app)
     return app
 
 
@@ -67,9 +67,18 @@ class ModelName(BaseConverter):
     regex = r"[^/:]+"
 
 
+WARM_UP_TIMEOUT = 600.0  # seconds; past this a worker serves, answering 503 'not ready'
+
+
 def start_worker(app: Flask) -> None:
-    """Warm the model up in this process; Gunicorn calls it in each worker before it accepts."""
-    app.extensions["kubedetect"].batcher.start()
+    """Start the model's batcher thread in this process and wait for its warm-up (or its
+    failure). Gunicorn calls it in each worker before the worker accepts a connection."""
+    batcher = app.extensions["kubedetect"].batcher
+    batcher.start()
+    if not batcher.wait_ready(WARM_UP_TIMEOUT) and batcher.state == "loading":
+        log.warning(
+            "the model is still warming up after %.0f s; serving meanwhile", WARM_UP_TIMEOUT
+        )
 
 
 def _error(status: int, message: str, retry_after: int | None = None) -> Response:

@@ -1,8 +1,8 @@
 """What every protocol does with a request: images in, detections out.
 
 A `Service` ties one model to its batcher and to the served settings. The protocol blueprints
-call `detect`, which runs the model's three steps on the request thread: preprocess, predict (in
-a batch with the worker's other queued images, serving.batching) and postprocess.
+call `detect`, which runs the model's three steps: preprocess on the request thread, predict in
+a batch on the batcher thread, postprocess back on the request thread.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from kubedetect.config import ServeConfig
+from serving import metrics
 from serving.batching import Batcher
 from serving.errors import BadRequest, ModelNotFound
 from serving.model import DecodeParameters, Detection, DetectorModel
@@ -74,6 +75,7 @@ class Service:
                 for i, data in enumerate(images)
             ]
             outputs = self.batcher.submit([p.pixels for p in prepared], deadline, announced)
+        metrics.IMAGES.inc(len(images))
         return [
             ImageResult(
                 p.width,
