@@ -204,7 +204,7 @@ def main(argv: list[str]) -> int:
             "",
             "Targets (best rounds):",
             "",
-            f"- 2 workers at least {SPEEDUP_TARGET}x one worker: {speedup:.2f}x, "
+            f"- 2 workers at least {SPEEDUP_TARGET}x one worker: {speedup:.3f}x, "
             f"{verdict(scaling_ok)}. For scale: two processes doing Pillow's decode, resize "
             f"and encode alone (no XML, checks, hashes or files) ran {machine:.2f}x as fast as "
             "one, measured right after the rounds: the most two cores gave at the time.",

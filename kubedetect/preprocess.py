@@ -106,9 +106,10 @@ def preprocess(
         if config.shard_index is None:
             _remove_previous_outputs(out_dir)
         indices = range(count) if config.shard_index is None else [config.shard_index]
+        shard = {r.key: shard_of(r.key, count) for r in dataset.records}
         records = sorted(
-            (r for r in dataset.records if shard_of(r.key, count) in indices),
-            key=lambda r: (shard_of(r.key, count), r.key),
+            (r for r in dataset.records if shard[r.key] in indices),
+            key=lambda r: (shard[r.key], r.key),
         )
         splits = [s for s in SPLITS if any(r.split == s for r in dataset.records)]
         bar = tqdm(
@@ -121,7 +122,7 @@ def preprocess(
         parts = {}
         with bar:
             # Results arrive sorted by shard: each shard's files are written and closed in turn.
-            for index, prepared in groupby(bar, key=lambda p: shard_of(p.record.key, count)):
+            for index, prepared in groupby(bar, key=lambda p: shard[p.record.key]):
                 parts[index] = _write_shard(
                     out_dir, index, count, prepared, dataset, splits, config
                 )
@@ -130,7 +131,9 @@ def preprocess(
             parts[index] = _write_shard(out_dir, index, count, (), dataset, splits, config)
     if config.shard_index is not None:
         return parts[config.shard_index]
-    return merge_shards(out_dir)
+    # The parts are at hand and their files were checksummed as they were written: the merge of
+    # a full run skips what `merge_shards` checks of parts left by other runs.
+    return _write_manifest(out_dir, [parts[index] for index in indices])
 
 
 def _write_shard(
@@ -186,7 +189,8 @@ def _write_shard(
 
 
 def merge_shards(out_dir: str) -> dict:
-    """Check that every shard of one run is present and write `dataset.json` and `labels.json`."""
+    """Check that every shard of one run is present and unchanged, and write `dataset.json` and
+    `labels.json`."""
     parts = [name for name in fs.listdir(out_dir) if _PART.match(name)]
     if not parts:
         raise UnusableInputError(f"{out_dir}: no part-*.json files: run preprocess first")
@@ -207,23 +211,27 @@ def merge_shards(out_dir: str) -> dict:
             f"--shard-index for each, then merge-shards"
         )
     loaded.sort(key=lambda p: p["index"])
-    part_settings = loaded[0]["settings"]
     for part in loaded:
         for entry in part["files"]:
             path = fs.join(out_dir, entry["path"])
             if not fs.exists(path) or fs.sha256_file(path) != entry["sha256"]:
                 raise KubedetectError(f"{path}: missing or changed since its part file was written")
+    return _write_manifest(out_dir, loaded)
 
-    classes = tuple(part_settings["classes"])
-    images = [ImageSummary.from_dict(i) for p in loaded for i in p["images"]]
-    problems = [Problem.from_dict(x) for p in loaded for x in p["problems"]]
+
+def _write_manifest(out_dir: str, parts: list[dict]) -> dict:
+    """`dataset.json` and `labels.json` from the parts of one run, in shard order."""
+    settings = parts[0]["settings"]
+    classes = tuple(settings["classes"])
+    images = [ImageSummary.from_dict(i) for p in parts for i in p["images"]]
+    problems = [Problem.from_dict(x) for p in parts for x in p["problems"]]
     report = summarize(classes, images, problems)
-    files = [f for p in loaded for f in p["files"]]
+    files = [f for p in parts for f in p["files"]]
     manifest = {
         "format": FORMAT,
-        "image_size": part_settings["image_size"],
-        "jpeg_quality": part_settings["jpeg_quality"],
-        "num_shards": count,
+        "image_size": settings["image_size"],
+        "jpeg_quality": settings["jpeg_quality"],
+        "num_shards": parts[0]["num_shards"],
         "classes": list(classes),
         "splits": {
             split: {

@@ -3,6 +3,7 @@ order whatever the workers' timing, and a clear error when a worker process dies
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 
@@ -44,3 +45,29 @@ def test_a_dying_worker_is_a_clear_error_naming_what_was_in_flight():
     assert "a worker process died" in message and "image-13.jpg" in message
     assert "--workers 1" in message
     assert seen == list(range(len(seen))) and len(seen) <= 12  # what came before, in order
+
+
+class Unlucky(ValueError):
+    pass
+
+
+def fail_on_7(chunk: list[int]) -> list[int]:
+    if 7 in chunk:
+        raise Unlucky(f"no 7s here: {chunk}")
+    return chunk
+
+
+def test_an_error_in_the_task_reaches_the_caller_as_itself_with_the_workers_traceback():
+    with pytest.raises(Unlucky, match="no 7s here") as error:
+        list(ordered_map(fail_on_7, range(40), workers=2, chunk_size=2))
+    assert "fail_on_7" in str(error.value.__cause__)  # where in the worker it was raised
+
+
+def test_leaving_before_the_results_are_read_stops_the_workers():
+    before = set(multiprocessing.active_children())
+    pool = OrderedPool(square_unevenly, workers=2, chunk_size=2)
+    with pool:
+        results = pool.map(range(100))
+        assert next(results) == 0  # the rest stay in flight, unread
+        workers = set(multiprocessing.active_children()) - before
+    assert len(workers) == 2 and not any(worker.is_alive() for worker in workers)

@@ -83,6 +83,8 @@ class ImageIndex:
 
 def _nearest(candidates: list[str], annotation: str) -> list[str]:
     """The candidates whose folder shares the longest path prefix with the annotation's."""
+    if len(candidates) == 1:  # the usual case, and nothing to compare
+        return list(candidates)
     anchor = posixpath.dirname(annotation).split("/")
 
     def shared(path: str) -> int:
