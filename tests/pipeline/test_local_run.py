@@ -56,7 +56,7 @@ def test_demo_runs_the_pipeline_and_serves_the_gated_model(voc, tmp_path):
         "--image-size",
         "128",
         "--epochs",
-        "14",
+        "24",
         "--batch-size",
         "16",
         "--num-shards",
