@@ -311,6 +311,11 @@ class ServeConfig:
     warmup_runs: int = option(
         1, "Warm-up inferences at each batch size before a worker reports ready."
     )
+    warmup_timeout: float = option(
+        600.0,
+        "Seconds a worker waits for its warm-up before accepting connections "
+        "(then it answers 503 'not ready' until warm).",
+    )
     graceful_timeout: float = option(
         30.0, "Seconds in-flight requests get to finish after SIGTERM before workers are killed."
     )

@@ -67,18 +67,15 @@ class ModelName(BaseConverter):
     regex = r"[^/:]+"
 
 
-WARM_UP_TIMEOUT = 600.0  # seconds; past this a worker serves, answering 503 'not ready'
-
-
 def start_worker(app: Flask) -> None:
     """Start the model's batcher thread in this process and wait for its warm-up (or its
-    failure). Gunicorn calls it in each worker before the worker accepts a connection."""
-    batcher = app.extensions["kubedetect"].batcher
-    batcher.start()
-    if not batcher.wait_ready(WARM_UP_TIMEOUT) and batcher.state == "loading":
-        log.warning(
-            "the model is still warming up after %.0f s; serving meanwhile", WARM_UP_TIMEOUT
-        )
+    failure), at most `warmup_timeout` seconds. Gunicorn calls it in each worker before the
+    worker accepts a connection."""
+    service = app.extensions["kubedetect"]
+    timeout = service.config.warmup_timeout
+    service.batcher.start()
+    if not service.batcher.wait_ready(timeout) and service.batcher.state == "loading":
+        log.warning("the model is still warming up after %.0f s; serving meanwhile", timeout)
 
 
 def _error(status: int, message: str, retry_after: int | None = None) -> Response:

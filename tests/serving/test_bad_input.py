@@ -350,6 +350,33 @@ def test_a_request_with_more_images_than_the_queue_holds_is_refused(server, jpeg
     assert response.status_code == 400 and "at most 32" in response.json()["error"]
 
 
+def test_a_worker_that_serves_before_its_warm_up_ends_answers_not_ready(
+    start_server, model_dir, jpeg
+):
+    """With no time given to warm up (`--warmup-timeout 0`), a worker accepts connections at once
+    and, until warm, answers every readiness and inference route 503 'not ready' with
+    Retry-After, as JSON; liveness answers 200 throughout."""
+    server = start_server(
+        model_dir,
+        flags=["--workers", "1", "--warmup-runs", "300", "--warmup-timeout", "0"],
+        wait="/v2/health/live",
+    )
+    checks = {
+        "/v2/health/ready": server.get("/v2/health/ready"),
+        "/v2/models/detector/ready": server.get("/v2/models/detector/ready"),
+        "/v1/models/detector": server.get("/v1/models/detector"),
+        "/v1/detect": server.post("/v1/detect", data=jpeg),
+        "infer": server.post("/v2/models/detector/infer", json=v2_json([b64(jpeg)])),
+    }
+    for what, response in checks.items():
+        assert response.status_code == 503, what
+        assert response.headers["Retry-After"] == "1", what
+        assert "not ready" in response.json()["error"], what
+    server.wait("/v2/health/ready", timeout=180)
+    assert server.post("/v1/detect", data=jpeg).status_code == 200
+    server.stop()
+
+
 def test_backpressure_answers_503_with_retry_after_never_500(start_server, model_dir, shapes):
     """One worker, a queue of 2, 16 threads: some requests are turned away, none fails badly."""
     from concurrent.futures import ThreadPoolExecutor

@@ -96,7 +96,7 @@ def test_a_worker_accepts_connections_only_once_warm(start_server, model_dir, jp
     answered 200, none 'not ready'. This holds for the initial workers and for the replacement
     of a killed one, which warms up while its neighbour serves. A readiness probe answered 200
     thus means every worker that takes connections can serve them. (503 'not ready' is left
-    for a model whose warm-up failed: test_app.py and test_batching.py.)"""
+    for a warm-up that failed or outlasted --warmup-timeout: test_bad_input.py.)"""
     server = start_server(
         model_dir,
         flags=["--workers", "2", "--threads", "2"],
