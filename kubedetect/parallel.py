@@ -28,7 +28,7 @@ import signal
 import sys
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from itertools import islice
 from multiprocessing.connection import Connection, wait
 from typing import Generic, TypeVar
@@ -45,6 +45,10 @@ WINDOW_PER_WORKER = 4
 # Chunks sent to one worker ahead of its results: one to work on, one waiting in its socket, so
 # that it never waits for the parent between chunks.
 QUEUED_PER_WORKER = 2
+# Near the end, chunks shrink (to a TAIL_SPREAD-th of each worker's share of what is left, and at
+# last to single items), so that the workers finish together: one worker busy with a last full
+# chunk while the others are done is time no number of workers can win back.
+TAIL_SPREAD = 4
 
 
 class RemoteTraceback(Exception):
@@ -193,8 +197,7 @@ class OrderedPool(Generic[T, R]):
         workers = self._workers
         if workers is None:
             raise RuntimeError("OrderedPool.map outside its `with` block")
-        iterator = iter(items)
-        chunks = enumerate(iter(lambda: list(islice(iterator, self.chunk_size)), []))
+        chunks = enumerate(self._chunks(items))
         in_flight: dict[int, list[T]] = {}  # sent and not yet yielded, by chunk index
         done: dict[int, list[R]] = {}  # results that arrived before an older chunk's
         next_index = 0  # the chunk whose results are yielded next
@@ -236,6 +239,21 @@ class OrderedPool(Generic[T, R]):
                     yield from results
         except WorkerDied:
             raise self._died([item for chunk in in_flight.values() for item in chunk]) from None
+
+    def _chunks(self, items: Iterable[T]) -> Iterator[list[T]]:
+        """`items` in chunks of `chunk_size`, smaller at the end when the count is known."""
+        iterator = iter(items)
+        if self.workers == 1 or not isinstance(items, Sized):
+            yield from iter(lambda: list(islice(iterator, self.chunk_size)), [])
+            return
+        remaining = len(items)
+        while remaining > 0:
+            share = -(-remaining // (self.workers * TAIL_SPREAD))  # rounded up
+            chunk = list(islice(iterator, min(self.chunk_size, share)))
+            if not chunk:
+                return
+            remaining -= len(chunk)
+            yield chunk
 
     def _died(self, in_flight: list[T]) -> KubedetectError:
         names = [self.name(item) for item in in_flight]

@@ -155,7 +155,7 @@ def _write_shard(
             problems.extend(item.problems)
             if not item.ok:
                 continue
-            writers[item.record.split].write(item.example)
+            writers[item.record.split].write_framed(item.record_bytes)
             images.append(summary_of(item))
     finally:
         for writer in writers.values():

@@ -105,7 +105,10 @@ class TFRecordWriter:
         self._digest = hashlib.sha256()
 
     def write(self, record: bytes) -> None:
-        framed = frame(record)
+        self.write_framed(frame(record))
+
+    def write_framed(self, framed: bytes) -> None:
+        """Append a record that `frame` has already framed (perhaps in another process)."""
         self._file.write(framed)
         self._digest.update(framed)
 

@@ -32,6 +32,22 @@ def test_results_come_back_in_input_order(workers, chunk_size):
     assert results == [i * i for i in items]
 
 
+def chunk_lengths(chunk: list[int]) -> list[int]:
+    return [len(chunk)] * len(chunk)
+
+
+def test_chunks_shrink_at_the_end_so_the_workers_finish_together():
+    lengths = list(ordered_map(chunk_lengths, list(range(100)), workers=2, chunk_size=4))
+    assert len(lengths) == 100
+    assert lengths[:40] == [4] * 40  # full chunks while much is left
+    assert lengths[-6:] == [1] * 6  # single items last: no worker is left with a long last task
+
+
+def test_items_of_unknown_count_come_back_in_order_too():
+    results = list(ordered_map(square_unevenly, (i for i in range(30)), workers=2, chunk_size=3))
+    assert results == [i * i for i in range(30)]
+
+
 def test_no_items_no_results():
     assert list(ordered_map(square_unevenly, [], workers=2)) == []
 

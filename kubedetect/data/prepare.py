@@ -1,9 +1,9 @@
 """The per-image work done in worker processes: read, decode, check, resize, encode, serialise.
 
 Pillow only (not even numpy), so worker processes start in a fraction of a second and never
-import TensorFlow; even the tf.train.Example is serialised here (kubedetect.tfrecord), leaving
-the writing process nothing but appending bytes. Every defect is returned as a Problem; nothing
-here raises for bad data.
+import TensorFlow; even the tf.train.Example is serialised and framed here (kubedetect.tfrecord),
+leaving the writing process nothing but appending bytes. Every defect is returned as a Problem;
+nothing here raises for bad data.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from kubedetect.data.report import Problem
 from kubedetect.errors import ImageError
 from kubedetect.images import decode_image, encode_jpeg, resize
 from kubedetect.records import to_example
+from kubedetect.tfrecord import frame
 
 BLOCKS_KEPT = 4
 
@@ -62,7 +63,10 @@ class Prepared:
     class_ids: tuple[int, ...] = ()
     difficult: tuple[bool, ...] = ()
     truncated: tuple[bool, ...] = ()
-    example: bytes | None = None  # the serialized tf.train.Example, resized image included
+    # The serialized tf.train.Example (resized image included), already framed as a TFRecord
+    # record: the framing's two checksums are computed here, in the workers, and the one process
+    # that writes the shards only appends these bytes.
+    record_bytes: bytes | None = None
 
 
 def prepare(record: Record, settings: PrepareSettings, classes: tuple[str, ...] = ()) -> Prepared:
@@ -141,7 +145,8 @@ def prepare(record: Record, settings: PrepareSettings, classes: tuple[str, ...] 
     if not settings.encode:
         return prepared
     jpeg = encode_jpeg(resize(decoded.image, settings.image_size), settings.jpeg_quality)
-    return replace(prepared, example=to_example(prepared, jpeg, settings.image_size, classes))
+    example = to_example(prepared, jpeg, settings.image_size, classes)
+    return replace(prepared, record_bytes=frame(example))
 
 
 def prepare_many(
