@@ -112,6 +112,8 @@ def _register_errors(app: Flask, config: ServeConfig) -> None:
 
 
 def _register_request_metrics(app: Flask, config: ServeConfig) -> None:
+    per_route: dict[tuple, tuple] = {}
+
     @app.before_request
     def started():
         g.started = time.perf_counter()
@@ -121,8 +123,13 @@ def _register_request_metrics(app: Flask, config: ServeConfig) -> None:
     def counted(response: Response) -> Response:
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        labels = (route, request.method, str(response.status_code))
-        metrics.REQUESTS.labels(*labels).inc()
-        metrics.REQUEST_SECONDS.labels(*labels).observe(elapsed)
+        labels = (route, request.method, response.status_code)
+        counted_in = per_route.get(labels)
+        if counted_in is None:  # the metrics' children for this route, looked up once
+            names = (route, request.method, str(response.status_code))
+            counted_in = (metrics.REQUESTS.labels(*names), metrics.REQUEST_SECONDS.labels(*names))
+            per_route[labels] = counted_in
+        counted_in[0].inc()
+        counted_in[1].observe(elapsed)
         response.headers["Server-Timing"] = f"app;dur={elapsed * 1000:.2f}"
         return response

@@ -34,11 +34,20 @@ log = logging.getLogger("kubedetect.serving")
 
 
 class _Job:
+    """One image on its way through the batcher.
+
+    `done` is a lock taken at creation and released by the batcher once `result` or `error` is
+    set: the waiting request thread acquires it (with its deadline as the timeout). A bare lock
+    is the cheapest way for one thread to wake another; `threading.Event` does the same through
+    a Condition, several times the Python work per request.
+    """
+
     __slots__ = ("pixels", "done", "result", "error", "abandoned")
 
     def __init__(self, pixels: np.ndarray):
         self.pixels = pixels
-        self.done = threading.Event()
+        self.done = threading.Lock()
+        self.done.acquire()
         self.result = None
         self.error: Exception | None = None
         self.abandoned = False
@@ -157,11 +166,9 @@ class Batcher:
                 with self._lock:
                     self._incoming -= 1
                 announced.count -= 1
-            metrics.QUEUE_DEPTH.inc()  # before the batcher can take it (and count it out)
             try:
                 self._queue.put_nowait(job)
             except queue.Full:
-                metrics.QUEUE_DEPTH.dec()
                 for queued in jobs[:i]:
                     queued.abandoned = True
                 raise QueueFull(
@@ -169,7 +176,7 @@ class Batcher:
                     "retry shortly"
                 ) from None
         for job in jobs:
-            if not job.done.wait(max(0.0, deadline - time.monotonic())):
+            if not job.done.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 for pending in jobs:
                     pending.abandoned = True
                 raise TimedOut("the request timed out waiting for the model; retry shortly")
@@ -201,8 +208,8 @@ class Batcher:
             if batch:
                 self._run_batch(batch)
 
-    def _take(self, item) -> _Job | None:
-        metrics.QUEUE_DEPTH.dec()
+    @staticmethod
+    def _take(item) -> _Job | None:
         return None if item.abandoned else item
 
     def _collect(self, first) -> list[_Job] | None:
@@ -229,18 +236,24 @@ class Batcher:
         return batch
 
     def _run_batch(self, batch: list[_Job]) -> None:
+        # Metrics are written once a batch, not once an image: in multiprocess mode every write
+        # is a locked write to a memory-mapped file, several per request otherwise. The queue
+        # depth is what is left waiting as the batch starts (0 once the server is idle).
+        metrics.QUEUE_DEPTH.set(self._queue.qsize())
         started = time.perf_counter()
         try:
             outputs = self._predict(np.stack([job.pixels for job in batch]))
+            seconds = time.perf_counter() - started
         except Exception as exc:  # the interpreter failed: each waiting request learns why
             log.exception("inference failed on a batch of %d", len(batch))
             error = ServingError(f"inference failed: {type(exc).__name__}: {exc}")
             for job in batch:
                 job.error = error
-                job.done.set()
+                job.done.release()
             return
-        metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
-        metrics.BATCH_SIZE.observe(len(batch))
         for job, result in zip(batch, outputs, strict=True):
             job.result = result
-            job.done.set()
+            job.done.release()
+        metrics.INFERENCE_SECONDS.observe(seconds)
+        metrics.BATCH_SIZE.observe(len(batch))
+        metrics.IMAGES.inc(len(batch))

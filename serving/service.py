@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from flask import current_app
 
 from kubedetect.config import ServeConfig
-from serving import metrics
 from serving.batching import Batcher
 from serving.errors import BadRequest, ModelNotFound
 from serving.model import DecodeParameters, Detection, DetectorModel
@@ -75,7 +74,6 @@ class Service:
                 for i, data in enumerate(images)
             ]
             outputs = self.batcher.submit([p.pixels for p in prepared], deadline, announced)
-        metrics.IMAGES.inc(len(images))
         return [
             ImageResult(
                 p.width,
