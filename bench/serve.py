@@ -278,9 +278,10 @@ def run_wrk(
 def connections(port: int) -> list[int]:
     """How the established client connections to `port` are spread over the server's processes
     (most first). A keep-alive connection stays with the worker that accepted it, and wrk opens
-    all of its connections at once, so each run draws its own split: 8 connections over two
-    workers are 4/4 in about a quarter of the runs, and a worker holding 6 of them is the
-    bottleneck of that run, whatever the server."""
+    all of its connections at once. Where whichever worker wakes first takes a connection
+    (uvicorn's workers, Gunicorn's own gthread), each run draws its own split, and a worker
+    holding 6 of 8 is the bottleneck of that run; kubedetect's worker listens only with a free
+    thread (serving/worker.py), which keeps the split even."""
     listing = subprocess.run(
         ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
         capture_output=True,
