@@ -62,18 +62,20 @@ def start_slow_upload(port: int) -> socket.socket:
 
 
 def read_response(client: socket.socket) -> tuple[bytes, bytes]:
-    """One HTTP response's head and body (sized by Content-Length)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += client.recv(65536) or b"!"  # "!": the server closed early, which fails below
-        assert not data.endswith(b"!"), data
-    head, body = data.split(b"\r\n\r\n", 1)
+    """The next HTTP response on `client`: its head and body (sized by Content-Length). Reads
+    byte by byte up to the body, so that a following response stays unread on the socket."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = client.recv(1)
+        assert byte, f"the server closed the connection mid-response: {head!r}"
+        head += byte
     length = int(re.search(rb"(?im)^content-length: *(\d+)", head).group(1))
+    body = b""
     while len(body) < length:
-        chunk = client.recv(65536)
+        chunk = client.recv(length - len(body))
         assert chunk, "the server closed the connection mid-response"
         body += chunk
-    return head, body
+    return head[:-4], body
 
 
 def test_connections_go_to_the_worker_with_a_free_thread(start_server, model_dir):
@@ -126,3 +128,28 @@ def test_more_clients_than_threads_are_all_served_by_both_workers(start_server, 
     served_by = {entry["pid"] for entry in server.json_log() if entry.get("path") == "/v1/detect"}
     assert served_by == set(server.workers())
     server.stop()
+
+
+def test_a_keep_alive_client_is_answered_in_order_however_it_sends(server, jpeg):
+    """One connection: requests sent one after the other, after a pause longer than the thread's
+    linger, and several at once (pipelined, in one write) are each answered, in order, on the
+    same connection."""
+    detect = (
+        b"POST /v1/detect HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(jpeg) + jpeg
+    )
+    model = b"GET /v1/models/detector HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    missing = b"GET /v1/models/nobody HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as client:
+        for request, status in [(detect, b"200"), (model, b"200"), (missing, b"404")]:
+            client.sendall(request)
+            head, body = read_response(client)
+            assert head.split(b" ")[1] == status, head
+        time.sleep(0.2)  # well past the linger: the connection is back with the main thread
+        client.sendall(model)
+        assert read_response(client)[0].split(b" ")[1] == b"200"
+        client.sendall(missing + detect + model)
+        answers = [read_response(client) for _ in range(3)]
+    assert [head.split(b" ")[1] for head, _ in answers] == [b"404", b"200", b"200"]
+    assert b'"detections"' in answers[1][1]
+    assert b'"name":"detector"' in answers[2][1].replace(b" ", b"")
