@@ -123,11 +123,10 @@ def _register_request_metrics(app: Flask, config: ServeConfig) -> None:
     def counted(response: Response) -> Response:
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        labels = (route, request.method, response.status_code)
+        labels = (route, request.method, str(response.status_code))
         counted_in = per_route.get(labels)
-        if counted_in is None:  # the metrics' children for this route, looked up once
-            names = (route, request.method, str(response.status_code))
-            counted_in = (metrics.REQUESTS.labels(*names), metrics.REQUEST_SECONDS.labels(*names))
+        if counted_in is None:  # the metrics' children for these labels, looked up once
+            counted_in = (metrics.REQUESTS.labels(*labels), metrics.REQUEST_SECONDS.labels(*labels))
             per_route[labels] = counted_in
         counted_in[0].inc()
         counted_in[1].observe(elapsed)

@@ -82,13 +82,18 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_batch_delay = max_batch_delay_ms / 1000.0
         self.max_queue = max_queue
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
-        self._incoming = 0
-        self._lock = threading.Lock()
+        self._reset()
         self._thread: threading.Thread | None = None
-        self._pid = 0
         self.state = "stopped"  # stopped -> loading -> ready (or failed)
         self.failure: str | None = None
+
+    def _reset(self) -> None:
+        """The state the request threads and the batcher thread share, new for this process: a
+        lock held by another thread at the moment of a fork would stay held in the child."""
+        self._queue: queue.Queue = queue.Queue(maxsize=self.max_queue)
+        self._incoming = 0  # images announced (being decoded) and not queued yet
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -100,10 +105,7 @@ class Batcher:
         if self._thread is not None and self._pid == os.getpid():
             return
         # A thread started before a fork does not exist in the child: start afresh there.
-        self._pid = os.getpid()
-        self._queue = queue.Queue(maxsize=self.max_queue)
-        self._lock = threading.Lock()
-        self._incoming = 0
+        self._reset()
         self.state = "loading"
         self._thread = threading.Thread(target=self._run, name="kubedetect-batcher", daemon=True)
         self._thread.start()
@@ -119,6 +121,11 @@ class Batcher:
     @property
     def ready(self) -> bool:
         return self.state == "ready"
+
+    @property
+    def queued(self) -> int:
+        """Images waiting for the interpreter (not counting a batch being run)."""
+        return self._queue.qsize()
 
     def check_ready(self) -> None:
         """Raise NotReady, saying why, unless warm-up has finished."""
@@ -203,18 +210,13 @@ class Batcher:
             if first is _STOP:
                 return
             batch = self._collect(first)
-            if batch is None:
-                return
             if batch:
                 self._run_batch(batch)
 
-    @staticmethod
-    def _take(item) -> _Job | None:
-        return None if item.abandoned else item
-
-    def _collect(self, first) -> list[_Job] | None:
-        """The first job plus whatever joins it: all queued ones, and incoming ones for a while."""
-        batch = [job for job in (self._take(first),) if job]
+    def _collect(self, first: _Job) -> list[_Job]:
+        """The first job plus whatever joins it: all queued ones, and incoming ones for a while.
+        Jobs whose request gave up are left out."""
+        batch = [] if first.abandoned else [first]
         deadline = time.monotonic() + self.max_batch_delay
         while len(batch) < self.max_batch_size:
             try:
@@ -230,16 +232,15 @@ class Batcher:
             if item is _STOP:
                 self._queue.put(_STOP)  # stop after this batch
                 break
-            job = self._take(item)
-            if job:
-                batch.append(job)
+            if not item.abandoned:
+                batch.append(item)
         return batch
 
     def _run_batch(self, batch: list[_Job]) -> None:
         # Metrics are written once a batch, not once an image: in multiprocess mode every write
         # is a locked write to a memory-mapped file, several per request otherwise. The queue
         # depth is what is left waiting as the batch starts (0 once the server is idle).
-        metrics.QUEUE_DEPTH.set(self._queue.qsize())
+        metrics.QUEUE_DEPTH.set(self.queued)
         started = time.perf_counter()
         try:
             outputs = self._predict(np.stack([job.pixels for job in batch]))

@@ -74,14 +74,14 @@ def test_queued_requests_run_together_up_to_the_batch_size_with_their_own_result
         gated, warm_up=lambda: None, max_batch_size=4, max_batch_delay_ms=50, max_queue=8
     )
     batcher.start()
-    batcher.wait_ready(5)
+    assert batcher.wait_ready(5)
     try:
         first = images(model, 1, seed=1)
         t0, box0 = in_thread(batcher, first)
         assert gated.entered.wait(5)  # the batcher thread is now busy with the first image
         pixels = images(model, 6, seed=2)
         threads = [in_thread(batcher, [p]) for p in pixels]
-        wait_until(lambda: batcher._queue.qsize() == 6)
+        wait_until(lambda: batcher.queued == 6)
         gated.gate.set()
         for thread, _ in [(t0, box0), *threads]:
             thread.join(30)
@@ -103,12 +103,12 @@ def test_a_full_queue_refuses_at_once_and_runs_none_of_the_refused_images(model)
         gated, warm_up=lambda: None, max_batch_size=8, max_batch_delay_ms=1, max_queue=2
     )
     batcher.start()
-    batcher.wait_ready(5)
+    assert batcher.wait_ready(5)
     try:
         t0, _ = in_thread(batcher, images(model, 1))
         assert gated.entered.wait(5)
         t1, box1 = in_thread(batcher, images(model, 2))  # fills the queue
-        wait_until(lambda: batcher._queue.qsize() == 2)
+        wait_until(lambda: batcher.queued == 2)
         with pytest.raises(QueueFull) as refused:
             batcher.submit(images(model, 1), time.monotonic() + 30)
         assert refused.value.status == 503 and refused.value.retry_after
@@ -117,7 +117,7 @@ def test_a_full_queue_refuses_at_once_and_runs_none_of_the_refused_images(model)
         t1.join(30)
         assert len(box1["result"]) == 2
         assert gated.sizes == [1, 2]  # the refused image never reached the interpreter
-        assert batcher._queue.qsize() == 0
+        assert batcher.queued == 0
     finally:
         gated.gate.set()
         batcher.stop()
@@ -129,7 +129,7 @@ def test_a_request_past_its_deadline_gets_503_and_its_image_is_skipped(model):
         gated, warm_up=lambda: None, max_batch_size=8, max_batch_delay_ms=1, max_queue=4
     )
     batcher.start()
-    batcher.wait_ready(5)
+    assert batcher.wait_ready(5)
     try:
         t0, _ = in_thread(batcher, images(model, 1))
         assert gated.entered.wait(5)
@@ -171,14 +171,14 @@ def test_a_batch_waits_for_announced_images_and_a_lone_one_does_not_wait(model):
     # A delay far longer than the test: a batch that waited for it would time the request out.
     batcher = Batcher(predict, warm_up=lambda: None, max_batch_size=8, max_batch_delay_ms=60_000)
     batcher.start()
-    batcher.wait_ready(5)
+    assert batcher.wait_ready(5)
     try:
         (alone,) = batcher.submit(images(model, 1), time.monotonic() + 20)  # nothing announced
         assert sizes == [1] and alone["heatmap"].ndim == 3
 
         with batcher.incoming(1) as announced:  # another request thread is decoding an image
             thread, box = in_thread(batcher, images(model, 1, seed=5), timeout=20)
-            wait_until(lambda: batcher._queue.qsize() == 0)  # the batcher took it and waits
+            wait_until(lambda: batcher.queued == 0)  # the batcher took it and waits
             late = batcher.submit(images(model, 1, seed=6), time.monotonic() + 20, announced)
         thread.join(20)
         assert len(late) == 1 and len(box["result"]) == 1
