@@ -4,7 +4,7 @@ Read it in this order:
 
 - `model.py`     the model's lifecycle (load, warm-up, ready) and its three steps, preprocess,
                  predict and postprocess, apart from any protocol (as in KServe's `kserve.Model`);
-- `batching.py`  the dynamic batcher: a bounded queue per worker feeding one interpreter thread;
+- `batching.py`  the dynamic batcher: a bounded queue per worker feeding one interpreter at a time;
 - `app.py`       the application factory `create_app(config)`: one blueprint per protocol
                  (`api/`), errors as JSON, request metrics;
 - `api/`         the protocols: kubedetect's own /v1/detect, KServe V1, the Open Inference

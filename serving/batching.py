@@ -1,16 +1,20 @@
-"""Dynamic batching: the request threads of a worker share one interpreter thread.
+"""Dynamic batching: the request threads of a worker share one interpreter at a time.
 
-Each Gunicorn worker has `threads` request threads and one batcher thread that owns the
-LiteRT interpreters (which are not thread-safe). A request thread decodes its image, puts the
-pixels on a bounded queue and waits; the batcher takes what is queued, up to `max_batch_size`
-images, runs them as one batch and hands each request its own outputs.
+Each Gunicorn worker has `threads` request threads and one batcher thread. A request thread
+decodes its image, puts the pixels on a queue and waits; the batcher takes what is queued, up to
+`max_batch_size` images, runs them as one batch and hands each request its own outputs. The
+LiteRT interpreters are not thread-safe: whoever runs them holds the interpreter lock.
 
+- A lone request runs on its own thread: when nothing is queued, running or being decoded by
+  another request thread, there is nothing to batch it with, and handing it to the batcher
+  thread and back would cost two thread wake-ups (and their share of the GIL's hand-offs) for
+  nothing. Requests that overlap still go through the batcher and run together.
 - Latency: the batcher waits for more images (at most `max_batch_delay_ms`) only while other
-  request threads are still decoding images that will join the queue; a lone request runs at
-  once instead of paying the delay.
-- Backpressure: the queue is bounded (`max_queue`). When it is full the request is refused at
-  once with 503 and Retry-After instead of the server's memory and latency growing without
-  bound; a load balancer then tries another replica.
+  request threads are still decoding images that will join the queue; a lone request never
+  pays the delay.
+- Backpressure: at most `max_queue` images wait for the interpreter. Beyond that a request is
+  refused at once with 503 and Retry-After instead of the server's memory and latency growing
+  without bound; a load balancer then tries another replica.
 - Timeouts: every request waits at most until its deadline (503 after that); an image whose
   request gave up is skipped, not computed.
 """
@@ -90,9 +94,15 @@ class Batcher:
     def _reset(self) -> None:
         """The state the request threads and the batcher thread share, new for this process: a
         lock held by another thread at the moment of a fork would stay held in the child."""
-        self._queue: queue.Queue = queue.Queue(maxsize=self.max_queue)
-        self._incoming = 0  # images announced (being decoded) and not queued yet
+        # The bound on waiting images is kept by `_pending`, checked under `_lock` before anything
+        # is queued, so the queue itself needs none: SimpleQueue is C, several times cheaper per
+        # put and get than queue.Queue's Python locking.
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._incoming = 0  # images announced (being decoded) and not submitted yet
+        self._pending = 0  # images submitted by requests that have not returned yet
+        self._running = 0  # of those, images in the interpreter now
         self._lock = threading.Lock()
+        self._interpreter = threading.Lock()  # held by whichever thread runs the model
         self._pid = os.getpid()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -124,8 +134,9 @@ class Batcher:
 
     @property
     def queued(self) -> int:
-        """Images waiting for the interpreter (not counting a batch being run)."""
-        return self._queue.qsize()
+        """Images waiting for the interpreter (not counting those it is running)."""
+        # Below zero for a moment when a batch holds images whose request has given up.
+        return max(0, self._pending - self._running)
 
     def check_ready(self) -> None:
         """Raise NotReady, saying why, unless warm-up has finished."""
@@ -161,27 +172,47 @@ class Batcher:
     ) -> list:
         """Run images (each uint8 [S, S, 3]) and return their outputs, in order.
 
-        Raises NotReady before warm-up has finished, QueueFull when the queue cannot take all of
-        them (none are run then), TimedOut when `deadline` (time.monotonic()) passes first.
+        Raises NotReady before warm-up has finished, QueueFull when `max_queue` would be passed
+        (none are run then), TimedOut when `deadline` (time.monotonic()) passes first, and a
+        ServingError when the interpreter fails.
         """
         self.check_ready()
+        count = len(images)
+        own = announced.count if announced is not None else 0
+        with self._lock:
+            if self._pending - self._running + count > self.max_queue:
+                raise QueueFull(
+                    f"the server is busy: {self.max_queue} images are already waiting; "
+                    "retry shortly"
+                )
+            # Alone: no other request's images are waiting, running or being decoded, and no
+            # more images than one batch takes (the batcher splits a larger request).
+            alone = self._pending == 0 and self._incoming == own and count <= self.max_batch_size
+            self._pending += count
+            if alone and announced is not None:
+                self._incoming -= own
+                announced.count = 0
+        try:
+            if alone:
+                with self._interpreter:
+                    return self._infer(np.stack(images))
+            return self._through_batcher(images, deadline, announced)
+        finally:
+            with self._lock:
+                self._pending -= count
+
+    def _through_batcher(
+        self, images: list[np.ndarray], deadline: float, announced: Announcement | None
+    ) -> list:
         jobs = [_Job(pixels) for pixels in images]
-        for i, job in enumerate(jobs):
+        for job in jobs:
             if announced is not None and announced.count > 0:
                 # Withdrawn just before it is queued: a batcher that sees no more incoming
                 # images may miss this one (it runs in the next batch) but never waits in vain.
                 with self._lock:
                     self._incoming -= 1
                 announced.count -= 1
-            try:
-                self._queue.put_nowait(job)
-            except queue.Full:
-                for queued in jobs[:i]:
-                    queued.abandoned = True
-                raise QueueFull(
-                    f"the server is busy: {self.max_queue} images are already waiting; "
-                    "retry shortly"
-                ) from None
+            self._queue.put(job)
         for job in jobs:
             if not job.done.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 for pending in jobs:
@@ -209,9 +240,12 @@ class Batcher:
             first = self._queue.get()
             if first is _STOP:
                 return
-            batch = self._collect(first)
-            if batch:
-                self._run_batch(batch)
+            # The lock first, then the batch: what queues up while a lone request runs on its
+            # own thread joins this batch instead of leaving behind it.
+            with self._interpreter:
+                batch = self._collect(first)
+                if batch:
+                    self._run_batch(batch)
 
     def _collect(self, first: _Job) -> list[_Job]:
         """The first job plus whatever joins it: all queued ones, and incoming ones for a while.
@@ -237,17 +271,9 @@ class Batcher:
         return batch
 
     def _run_batch(self, batch: list[_Job]) -> None:
-        # Metrics are written once a batch, not once an image: in multiprocess mode every write
-        # is a locked write to a memory-mapped file, several per request otherwise. The queue
-        # depth is what is left waiting as the batch starts (0 once the server is idle).
-        metrics.QUEUE_DEPTH.set(self.queued)
-        started = time.perf_counter()
         try:
-            outputs = self._predict(np.stack([job.pixels for job in batch]))
-            seconds = time.perf_counter() - started
-        except Exception as exc:  # the interpreter failed: each waiting request learns why
-            log.exception("inference failed on a batch of %d", len(batch))
-            error = ServingError(f"inference failed: {type(exc).__name__}: {exc}")
+            outputs = self._infer(np.stack([job.pixels for job in batch]))
+        except ServingError as error:  # each waiting request learns why
             for job in batch:
                 job.error = error
                 job.done.release()
@@ -255,6 +281,23 @@ class Batcher:
         for job, result in zip(batch, outputs, strict=True):
             job.result = result
             job.done.release()
-        metrics.INFERENCE_SECONDS.observe(seconds)
-        metrics.BATCH_SIZE.observe(len(batch))
-        metrics.IMAGES.inc(len(batch))
+
+    def _infer(self, pixels: np.ndarray) -> list:
+        """Run a batch (the caller holds the interpreter lock) and record it in the metrics."""
+        # Metrics are written once a batch, not once an image: in multiprocess mode every write
+        # is a locked write to a memory-mapped file, several per request otherwise. The queue
+        # depth is what is left waiting as the batch starts (0 once the server is idle).
+        self._running = len(pixels)
+        metrics.QUEUE_DEPTH.set(self.queued)
+        started = time.perf_counter()
+        try:
+            outputs = self._predict(pixels)
+        except Exception as exc:  # the interpreter failed: the requests learn why, not a 500
+            log.exception("inference failed on a batch of %d", len(pixels))
+            raise ServingError(f"inference failed: {type(exc).__name__}: {exc}") from None
+        finally:
+            self._running = 0
+        metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(len(pixels))
+        metrics.IMAGES.inc(len(pixels))
+        return outputs

@@ -8,9 +8,9 @@ from these steps, so /v1/detect, KServe V1 and the Open Inference Protocol canno
 
 Threads: `load` reads and checks the model file (it may run in Gunicorn's master before the
 workers fork: no interpreter exists yet). `warm_up` and `predict` create and use the LiteRT
-interpreters, which are not thread-safe: they run on the batcher's single thread (the worker
-waits for the warm-up before it accepts a connection). `preprocess` and `postprocess` touch no
-interpreter and run on the request threads, in parallel.
+interpreters, which are not thread-safe: one thread at a time runs them, under the batcher's
+interpreter lock (the worker waits for the warm-up before it accepts a connection).
+`preprocess` and `postprocess` touch no interpreter and run on the request threads, in parallel.
 """
 
 from __future__ import annotations

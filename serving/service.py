@@ -2,7 +2,8 @@
 
 A `Service` ties one model to its batcher and to the served settings. The protocol blueprints
 call `detect`, which runs the model's three steps: preprocess on the request thread, predict in
-a batch on the batcher thread, postprocess back on the request thread.
+a batch on the batcher thread (or on the request thread, when it has nothing to batch with),
+postprocess back on the request thread.
 """
 
 from __future__ import annotations

@@ -37,7 +37,9 @@ def requirements(project: dict, extras: list[str], core: bool) -> list[str]:
         if extra in seen:
             continue
         if extra not in optional:
-            raise SystemExit(f"pyproject.toml has no extra '{extra}' (it has: {', '.join(optional)})")
+            raise SystemExit(
+                f"pyproject.toml has no extra '{extra}' (it has: {', '.join(optional)})"
+            )
         seen.add(extra)
         for requirement in optional[extra]:
             match = NAME.match(requirement)

@@ -1,6 +1,6 @@
 """The dynamic batcher, on the real model: batches form, the queue is bounded, requests time out.
 
-The interpreter call is wrapped with a gate (a threading.Event) so that the batcher thread can be
+The interpreter call is wrapped with a gate (a threading.Event) so that the interpreter can be
 held busy at a known moment; everything else is the batcher and model as served.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from serving.batching import Batcher
-from serving.errors import NotReady, QueueFull, TimedOut
+from serving.errors import NotReady, QueueFull, ServingError, TimedOut
 from serving.model import DetectorModel
 
 
@@ -32,11 +32,13 @@ class Gated:
         self.gate = threading.Event()
         self.entered = threading.Event()
         self.sizes: list[int] = []
+        self.threads: list[int] = []  # the thread that ran each batch
 
     def __call__(self, batch: np.ndarray):
         self.entered.set()
         self.gate.wait(30)
         self.sizes.append(len(batch))
+        self.threads.append(threading.get_ident())
         return self.model.predict(batch)
 
 
@@ -78,7 +80,7 @@ def test_queued_requests_run_together_up_to_the_batch_size_with_their_own_result
     try:
         first = images(model, 1, seed=1)
         t0, box0 = in_thread(batcher, first)
-        assert gated.entered.wait(5)  # the batcher thread is now busy with the first image
+        assert gated.entered.wait(5)  # the interpreter is now busy with the first image
         pixels = images(model, 6, seed=2)
         threads = [in_thread(batcher, [p]) for p in pixels]
         wait_until(lambda: batcher.queued == 6)
@@ -87,6 +89,10 @@ def test_queued_requests_run_together_up_to_the_batch_size_with_their_own_result
             thread.join(30)
         # One image alone, then the six waiting ones in batches of at most four.
         assert gated.sizes == [1, 4, 2]
+        # The lone one ran on its request's own thread, the batches on the batcher thread.
+        assert gated.threads[0] == t0.ident
+        requesters = {t0.ident, *(t.ident for t, _ in threads)}
+        assert gated.threads[1] == gated.threads[2] not in requesters
         for p, (_, box) in zip(pixels, threads, strict=True):
             (result,) = box["result"]
             (alone,) = model.predict(p[None])
@@ -178,10 +184,49 @@ def test_a_batch_waits_for_announced_images_and_a_lone_one_does_not_wait(model):
 
         with batcher.incoming(1) as announced:  # another request thread is decoding an image
             thread, box = in_thread(batcher, images(model, 1, seed=5), timeout=20)
-            wait_until(lambda: batcher.queued == 0)  # the batcher took it and waits
+            wait_until(lambda: batcher.queued == 1)  # submitted: not alone, so queued
+            time.sleep(0.05)  # the batcher thread takes it and waits for the announced image
             late = batcher.submit(images(model, 1, seed=6), time.monotonic() + 20, announced)
         thread.join(20)
         assert len(late) == 1 and len(box["result"]) == 1
         assert sizes == [1, 2]  # the announced image joined the waiting one
+    finally:
+        batcher.stop()
+
+
+def test_a_lone_request_runs_on_its_own_thread_without_the_batcher(model):
+    """Nothing to batch with: the request thread runs the interpreter itself (no hand-off to the
+    batcher thread and back), and the metrics and errors are those of a batch."""
+    ran: list[tuple[int, int]] = []  # (thread, batch size)
+
+    def predict(batch):
+        ran.append((threading.get_ident(), len(batch)))
+        if batch[0, 0, 0, 0] == 7:
+            raise RuntimeError("interpreter exploded")
+        return model.predict(batch)
+
+    batcher = Batcher(predict, warm_up=lambda: None, max_batch_size=2, max_batch_delay_ms=1)
+    batcher.start()
+    assert batcher.wait_ready(5)
+    me = threading.get_ident()
+    try:
+        for _ in range(3):
+            (result,) = batcher.submit(images(model, 1), time.monotonic() + 20)
+            assert result["heatmap"].ndim == 3
+        assert ran == [(me, 1)] * 3
+        assert len(batcher.submit(images(model, 2), time.monotonic() + 20)) == 2
+        assert ran[-1] == (me, 2)
+        assert batcher.queued == 0
+
+        # More images than a batch takes: the batcher thread splits them, as for any request.
+        del ran[:]
+        assert len(batcher.submit(images(model, 3), time.monotonic() + 20)) == 3
+        assert [size for _, size in ran] == [2, 1] and all(thread != me for thread, _ in ran)
+
+        broken = np.full((model.input_size, model.input_size, 3), 7, np.uint8)
+        with pytest.raises(ServingError, match="inference failed: RuntimeError: interpreter"):
+            batcher.submit([broken], time.monotonic() + 20)
+        assert len(batcher.submit(images(model, 1), time.monotonic() + 20)) == 1  # still serving
+        assert batcher.queued == 0
     finally:
         batcher.stop()
