@@ -134,7 +134,13 @@ class Batcher:
 
     @property
     def queued(self) -> int:
-        """Images waiting for the interpreter (not counting those it is running)."""
+        """Images in the queue, not yet taken by the batcher thread."""
+        return self._queue.qsize()
+
+    @property
+    def waiting(self) -> int:
+        """Images submitted and not running yet (queued, or held by a forming batch): what
+        `max_queue` bounds."""
         # Below zero for a moment when a batch holds images whose request has given up.
         return max(0, self._pending - self._running)
 
@@ -180,7 +186,7 @@ class Batcher:
         count = len(images)
         own = announced.count if announced is not None else 0
         with self._lock:
-            if self._pending - self._running + count > self.max_queue:
+            if self.waiting + count > self.max_queue:
                 raise QueueFull(
                     f"the server is busy: {self.max_queue} images are already waiting; "
                     "retry shortly"

@@ -83,7 +83,7 @@ def test_queued_requests_run_together_up_to_the_batch_size_with_their_own_result
         assert gated.entered.wait(5)  # the interpreter is now busy with the first image
         pixels = images(model, 6, seed=2)
         threads = [in_thread(batcher, [p]) for p in pixels]
-        wait_until(lambda: batcher.queued == 6)
+        wait_until(lambda: batcher.waiting == 6)
         gated.gate.set()
         for thread, _ in [(t0, box0), *threads]:
             thread.join(30)
@@ -114,7 +114,7 @@ def test_a_full_queue_refuses_at_once_and_runs_none_of_the_refused_images(model)
         t0, _ = in_thread(batcher, images(model, 1))
         assert gated.entered.wait(5)
         t1, box1 = in_thread(batcher, images(model, 2))  # fills the queue
-        wait_until(lambda: batcher.queued == 2)
+        wait_until(lambda: batcher.waiting == 2)
         with pytest.raises(QueueFull) as refused:
             batcher.submit(images(model, 1), time.monotonic() + 30)
         assert refused.value.status == 503 and refused.value.retry_after
@@ -123,7 +123,7 @@ def test_a_full_queue_refuses_at_once_and_runs_none_of_the_refused_images(model)
         t1.join(30)
         assert len(box1["result"]) == 2
         assert gated.sizes == [1, 2]  # the refused image never reached the interpreter
-        assert batcher.queued == 0
+        assert batcher.queued == batcher.waiting == 0
     finally:
         gated.gate.set()
         batcher.stop()
@@ -184,8 +184,9 @@ def test_a_batch_waits_for_announced_images_and_a_lone_one_does_not_wait(model):
 
         with batcher.incoming(1) as announced:  # another request thread is decoding an image
             thread, box = in_thread(batcher, images(model, 1, seed=5), timeout=20)
-            wait_until(lambda: batcher.queued == 1)  # submitted: not alone, so queued
-            time.sleep(0.05)  # the batcher thread takes it and waits for the announced image
+            # Submitted (not alone: an image is announced) and taken by the batcher thread,
+            # which now waits for the announced image.
+            wait_until(lambda: batcher.waiting == 1 and batcher.queued == 0)
             late = batcher.submit(images(model, 1, seed=6), time.monotonic() + 20, announced)
         thread.join(20)
         assert len(late) == 1 and len(box["result"]) == 1
@@ -216,7 +217,7 @@ def test_a_lone_request_runs_on_its_own_thread_without_the_batcher(model):
         assert ran == [(me, 1)] * 3
         assert len(batcher.submit(images(model, 2), time.monotonic() + 20)) == 2
         assert ran[-1] == (me, 2)
-        assert batcher.queued == 0
+        assert batcher.queued == batcher.waiting == 0
 
         # More images than a batch takes: the batcher thread splits them, as for any request.
         del ran[:]
@@ -227,6 +228,6 @@ def test_a_lone_request_runs_on_its_own_thread_without_the_batcher(model):
         with pytest.raises(ServingError, match="inference failed: RuntimeError: interpreter"):
             batcher.submit([broken], time.monotonic() + 20)
         assert len(batcher.submit(images(model, 1), time.monotonic() + 20)) == 1  # still serving
-        assert batcher.queued == 0
+        assert batcher.queued == batcher.waiting == 0
     finally:
         batcher.stop()
