@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.load import UNDER_LOAD, OthersCpu, children
+from bench.load import TICK, UNDER_LOAD, OthersCpu, children, descendants, process_ticks
 from bench.report import table, verdict, write_section
 
 REPO = Path(__file__).resolve().parent.parent
@@ -198,6 +198,7 @@ def run_bare(model_dir: Path, files: list[Path], concurrency: int, duration: flo
     data = [f.read_bytes() for f in files]
     issued = collections.deque(time.perf_counter() for _ in range(concurrency))
     latencies, n = [], 0
+    cpu = time.process_time()
     start = time.perf_counter()
     while time.perf_counter() - start < duration:
         taken = [issued.popleft() for _ in range(batch)]
@@ -212,9 +213,11 @@ def run_bare(model_dir: Path, files: list[Path], concurrency: int, duration: flo
         issued.extend([now] * batch)
         n += batch
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     ms = np.array(latencies) * 1000
     return {
         "rps": n / elapsed,
+        "cpu_ms": cpu * 1000 / n,
         "p50": np.percentile(ms, 50),
         "p95": np.percentile(ms, 95),
         "p99": np.percentile(ms, 99),
@@ -231,8 +234,13 @@ def run_wrk(
     content_type: str,
     concurrency: int,
     duration: float,
+    server: int,
 ) -> dict:
+    """wrk against `url`; `server` is the server's master process, whose processes' CPU time
+    per request is measured (workers restarted during the run are not counted)."""
     threads = 1 if concurrency == 1 else 2
+    processes = descendants(server)
+    cpu = process_ticks(processes)
     port = urllib.parse.urlsplit(url).port
     split: list[int] = []
     sampler = threading.Timer(min(2.0, duration / 4), lambda: split.extend(connections(port)))
@@ -259,6 +267,7 @@ def run_wrk(
         text=True,
         timeout=duration + 60,
     )
+    cpu = process_ticks(processes) - cpu
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
         raise RuntimeError(f"wrk failed: {done.stdout}\n{done.stderr}")
@@ -266,6 +275,7 @@ def run_wrk(
     errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
     return {
         "rps": r["requests"] / (r["duration_us"] / 1e6),
+        "cpu_ms": cpu / TICK * 1000 / max(1, r["requests"]),
         "p50": r["p50"] / 1000,
         "p95": r["p95"] / 1000,
         "p99": r["p99"] / 1000,
@@ -382,8 +392,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=3,
-        help="rounds at the target concurrency (8), each with fresh connections (default: 3)",
+        default=5,
+        help="rounds at the target concurrency (8), each with fresh connections (default: 5)",
     )
     parser.add_argument(
         "--no-write", action="store_true", help="print only; leave docs/BENCHMARKS.md alone"
@@ -420,7 +430,8 @@ def main(argv: list[str]) -> int:
             f"{name:<24} c={c:<3} {result['rps']:8.1f} req/s  split {result.get('split', '-'):<7} "
             f"p50 {result['p50']:7.2f} ms  "
             f"p95 {result['p95']:7.2f}  p99 {result['p99']:7.2f}  errors {result['errors']}  "
-            f"load {before:.2f}->{result['load_after']:.2f}  others {others.cores:.2f} cores",
+            f"load {before:.2f}->{result['load_after']:.2f}  others {others.cores:.2f} cores  "
+            f"CPU {result['cpu_ms']:.2f} ms/request",
             flush=True,
         )
 
@@ -433,20 +444,26 @@ def main(argv: list[str]) -> int:
     kserve = None
     try:
         kserve, kurl = start_kserve(model_dir, work)
-        for c in [level for level in levels for _ in range(args.rounds if level == TARGET else 1)]:
-            record("bare interpreter", c, lambda c=c: run_bare(model_dir, files, c, args.duration))
-            record(
-                "kubedetect /v1/detect",
-                c,
-                lambda c=c: run_wrk(
-                    wrk, script, url + "/v1/detect", files, "image/jpeg", c, args.duration
+        for c in levels:
+            runs = [
+                ("bare interpreter", lambda c=c: run_bare(model_dir, files, c, args.duration)),
+                (
+                    "kubedetect /v1/detect",
+                    lambda c=c: run_wrk(
+                        wrk,
+                        script,
+                        url + "/v1/detect",
+                        files,
+                        "image/jpeg",
+                        c,
+                        args.duration,
+                        server.pid,
+                    ),
                 ),
-            )
-            for name, base in (("kubedetect V1 :predict", url), ("KServe V1 :predict", kurl)):
-                record(
+            ] + [
+                (
                     name,
-                    c,
-                    lambda c=c, base=base: run_wrk(
+                    lambda c=c, base=base, pid=pid: run_wrk(
                         wrk,
                         script,
                         base + "/v1/models/detector:predict",
@@ -454,8 +471,19 @@ def main(argv: list[str]) -> int:
                         "application/json",
                         c,
                         args.duration,
+                        pid,
                     ),
                 )
+                for name, base, pid in (
+                    ("kubedetect V1 :predict", url, server.pid),
+                    ("KServe V1 :predict", kurl, kserve.pid),
+                )
+            ]
+            for round_ in range(args.rounds if c == TARGET else 1):
+                # Every other round in reverse order: a machine that slows down or speeds up
+                # during the rounds then favours no server.
+                for name, run in runs[::-1] if round_ % 2 else runs:
+                    record(name, c, run)
     finally:
         sampler.halt.set()
         stop(server)
@@ -486,6 +514,7 @@ def report(results, levels, samples, args, model_dir) -> str:
                     c,
                     round_ if len(runs) > 1 else "",
                     f"{r['rps']:.0f}",
+                    f"{r['cpu_ms']:.2f}",
                     r.get("split", "-"),
                     f"{r['p50']:.1f}",
                     f"{r['p95']:.1f}",
@@ -508,10 +537,13 @@ def report(results, levels, samples, args, model_dir) -> str:
         "'load avg' is `uptime`'s 1-minute load average before and after each run (it counts "
         "the benchmark's own processes too); 'others' CPU' is the CPU time every other process "
         "took during the run, in cores (all CPU time in /proc/stat less that of the servers' "
-        "processes, wrk and the benchmark itself). Both servers are up throughout and the runs "
-        "alternate (bare, /v1/detect, kubedetect V1, KServe V1 at each concurrency), so a "
-        f"change in the machine's load shows in all of them; 'under load': others took more than "
-        f"{UNDER_LOAD} of a core, so the numbers are lower than on an idle machine.",
+        "processes, wrk and the benchmark itself). 'CPU ms / request': the CPU time of the "
+        "server's processes (all workers and threads; for the bare interpreter, the benchmark's "
+        "own process) per request answered. Both servers are up throughout and the runs "
+        "alternate (bare, /v1/detect, kubedetect V1, KServe V1 at each concurrency, every other "
+        "round at concurrency 8 in reverse order), so a change in the machine's load shows in "
+        f"all of them; 'under load': others took more than {UNDER_LOAD} of a core, so the "
+        "numbers are lower than on an idle machine.",
         "",
         table(
             [
@@ -519,6 +551,7 @@ def report(results, levels, samples, args, model_dir) -> str:
                 "concurrency",
                 "round",
                 "req/s",
+                "CPU ms / request",
                 "connections per worker",
                 "p50",
                 "p95",
@@ -533,16 +566,12 @@ def report(results, levels, samples, args, model_dir) -> str:
         "",
     ]
     c = TARGET if TARGET in levels else levels[len(levels) // 2]
-    bare, ours, ours_v1, kserve = (
-        {"rps": statistics.mean(r["rps"] for r in results[(n, c)])}
-        for n in (
-            "bare interpreter",
-            "kubedetect /v1/detect",
-            "kubedetect V1 :predict",
-            "KServe V1 :predict",
-        )
-    )
-    ratio = ours["rps"] / bare["rps"]
+    vs_bare = Paired(results, c, "kubedetect /v1/detect", "bare interpreter")
+    vs_kserve = Paired(results, c, "kubedetect V1 :predict", "KServe V1 :predict")
+    cpu = {
+        name: statistics.mean(r["cpu_ms"] for r in results[(name, c)])
+        for name in ("bare interpreter", "kubedetect V1 :predict", "KServe V1 :predict")
+    }
     errors = sum(
         r["errors"] for (n, _), runs in results.items() if n.startswith("kubedetect") for r in runs
     )
@@ -560,22 +589,65 @@ def report(results, levels, samples, args, model_dir) -> str:
         )
     else:
         stable, memory = False, "too few samples"
-    rounds = len(results[("KServe V1 :predict", c)])
     lines += [
-        f"Targets at concurrency {c} (req/s: the mean of the {rounds} rounds, each with its own "
-        "connections):",
+        f"Targets at concurrency {c}. A round is one run of each server (its own connections); "
+        "a ratio compares the runs of one round, which ran a minute or two apart, "
+        "and a target is met only if the lower end of the 90 % interval of the mean ratio "
+        "(Student's t over the rounds) is at it: a difference smaller than the run-to-run noise "
+        "of this machine is not claimed.",
         "",
-        f"- throughput >= 0.7x the bare interpreter: /v1/detect {ours['rps']:.0f} vs "
-        f"{bare['rps']:.0f} req/s = {ratio:.2f}x: {verdict(ratio >= 0.7)}",
-        f"- ahead of KServe (same V1 :predict protocol): kubedetect {ours_v1['rps']:.0f} vs KServe "
-        f"{kserve['rps']:.0f} req/s = {ours_v1['rps'] / kserve['rps']:.2f}x: "
-        f"{verdict(ours_v1['rps'] > kserve['rps'])}",
+        f"- throughput >= 0.7x the bare interpreter: /v1/detect vs bare {vs_bare}: "
+        f"{verdict(vs_bare.low >= 0.7)}",
+        f"- ahead of KServe (same V1 :predict protocol): kubedetect vs KServe {vs_kserve}: "
+        f"{verdict(vs_kserve.low > 1.0)}",
         f"- zero errors (every kubedetect run, every concurrency): {errors}: "
         f"{verdict(errors == 0)}",
         f"- resident memory stable over the run ({len(samples)} samples, one a second; "
         f"second-half growth within max(2 %, 3 MB)): {memory}: {verdict(stable)}",
+        "",
+        f"CPU per request at concurrency {c} (mean of the rounds): kubedetect V1 "
+        f"{cpu['kubedetect V1 :predict']:.2f} ms, KServe V1 {cpu['KServe V1 :predict']:.2f} ms "
+        "(each server's processes); the bare interpreter's preprocess, predict and postprocess "
+        f"{cpu['bare interpreter']:.2f} ms. What is left between a server and the bare "
+        "interpreter is HTTP, JSON and base64, the framework and the handing of work between "
+        "threads.",
     ]
     return "\n".join(lines)
+
+
+# Student's t for a two-sided 90 % interval, by degrees of freedom (beyond 10: 10's, the wider).
+T90 = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860, 9: 1.833}
+T90_BEYOND = 1.812
+
+
+class Paired:
+    """The throughput ratio of two servers, round by round, with a 90 % interval of its mean."""
+
+    def __init__(self, results: dict, c: int, ours: str, theirs: str):
+        self.ratios = [
+            a["rps"] / b["rps"]
+            for a, b in zip(results[(ours, c)], results[(theirs, c)], strict=True)
+        ]
+        self.mean = statistics.mean(self.ratios)
+        n = len(self.ratios)
+        half = T90.get(n - 1, T90_BEYOND) * statistics.stdev(self.ratios) / n**0.5 if n > 1 else 0.0
+        self.low, self.high = self.mean - half, self.mean + half
+        self.rps = (
+            statistics.mean(r["rps"] for r in results[(ours, c)]),
+            statistics.mean(r["rps"] for r in results[(theirs, c)]),
+        )
+
+    def __str__(self) -> str:
+        rounds = ", ".join(f"{r:.2f}" for r in self.ratios)
+        interval = (
+            f", 90 % interval {self.low:.2f}-{self.high:.2f}x"
+            if len(self.ratios) > 1
+            else " (one round: no interval, the ratio itself is taken)"
+        )
+        return (
+            f"{self.rps[0]:.0f} vs {self.rps[1]:.0f} req/s (means); by round {rounds}; "
+            f"mean ratio {self.mean:.2f}x{interval}"
+        )
 
 
 if __name__ == "__main__":
