@@ -1,7 +1,7 @@
 """Serving throughput and latency: kubedetect's Gunicorn server against the bare interpreter
 (the upper bound) and KServe's Python model server, in one run, on loopback.
 
-    python -m bench.serve [--model DIR] [--duration 60] [--concurrency 1,8,32]
+    python -m bench.serve [--model DIR] [--duration 60] [--concurrency 1,8,32] [--rounds 5]
 
 For each concurrency c, for `--duration` seconds each:
 - bare: one process, no HTTP: the same preprocess / predict / postprocess (serving.model) over
@@ -14,10 +14,14 @@ For each concurrency c, for `--duration` seconds each:
 The HTTP load comes from wrk (Debian's package; closed loop, c connections, keep-alive) on the
 same 2 cores. The gunicorn workers' resident memory is sampled every second. The 1-minute load
 average (`uptime`) is recorded before and after each run: other processes on this shared
-machine may be competing for the cores, and the table says so.
+machine may be competing for the cores, and the table says so. Each server's CPU time per
+request is measured from /proc.
 
 Targets (issue 4), at concurrency 8: kubedetect >= 0.7x the bare interpreter's throughput,
-ahead of KServe, zero errors, worker memory stable over the run.
+ahead of KServe, zero errors, worker memory stable over the run. Concurrency 8 runs in
+`--rounds` rounds; throughput targets are judged on the ratios of each round's runs, met only
+when the 90 % interval of their mean clears the target (this machine's run-to-run noise is
+about as large as the differences in question).
 """
 
 from __future__ import annotations
