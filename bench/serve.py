@@ -611,7 +611,7 @@ def report(results, levels, samples, args, model_dir) -> str:
         "",
         f"CPU per request at concurrency {c} (mean of the rounds): kubedetect V1 "
         f"{cpu['kubedetect V1 :predict']:.2f} ms, KServe V1 {cpu['KServe V1 :predict']:.2f} ms "
-        "(each server's processes); the bare interpreter's preprocess, predict and postprocess "
+        "(each server's processes); the bare interpreter's preprocess, predict and postprocess (one Python thread, the interpreter on both cores) "
         f"{cpu['bare interpreter']:.2f} ms. What is left between a server and the bare "
         "interpreter is HTTP, JSON and base64, the framework and the handing of work between "
         "threads.",
