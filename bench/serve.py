@@ -507,7 +507,7 @@ def main(argv: list[str]) -> int:
                 # during the rounds then favours no server.
                 for name, run in runs[::-1] if round_ % 2 else runs:
                     record(name, c, lambda run=run: run(args.duration))
-            if c == TARGET:
+            if c == TARGET and args.pairs > 0:
                 pairs = run_pairs(runs[2:], args.pairs, args.pair_duration)
     finally:
         sampler.halt.set()
