@@ -21,8 +21,8 @@ request is measured from /proc.
 Targets (issue 4), at concurrency 8: kubedetect >= 0.7x the bare interpreter's throughput,
 ahead of KServe, zero errors, worker memory stable over the run. Concurrency 8 runs in
 `--rounds` rounds; throughput targets are judged on the ratios of each round's runs, met only
-when the 90 % interval of their mean clears the target (this machine's run-to-run noise is
-about as large as the differences in question). Five rounds a minute apart cannot tell two
+when the 90 % interval of their geometric mean clears the target (this machine's run-to-run
+noise is about as large as the differences in question). Five rounds a minute apart cannot tell two
 servers within 10 % of each other apart, so 'ahead of KServe' is judged on `--pairs` further
 pairs of short kubedetect V1 / KServe V1 runs back to back: many ratios, each of two runs
 seconds apart.
@@ -35,6 +35,7 @@ import base64
 import collections
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -460,9 +461,14 @@ def main(argv: list[str]) -> int:
         reverse order: the machine's speed drifts by 10 % and more over minutes, and two runs
         seconds apart see nearly the same machine, so their ratio is a precise comparison."""
         paired: dict[str, list[dict]] = {name: [] for name, _ in both}
-        for i in tqdm(range(count), desc=f"pairs of {duration:.0f} s runs", unit="pair"):
+        progress = tqdm(range(count), desc=f"pairs of {duration:.0f} s runs", unit="pair")
+        for i in progress:
             for name, run in both[::-1] if i % 2 else both:
-                paired[name].append(run(duration))
+                with OthersCpu() as others:
+                    result = run(duration)
+                paired[name].append(result | {"others": others.cores})
+            ours, theirs = (paired[name][-1]["rps"] for name, _ in both)
+            progress.set_postfix(ratio=f"{ours / theirs:.3f}")
         return paired
 
     # Both servers stay up for the whole run (idle, neither takes CPU from the other), and the
@@ -627,7 +633,8 @@ def report(results, pairs, levels, samples, args, model_dir) -> str:
     lines += [
         f"Targets at concurrency {c}. A round is one run of each server (its own connections); "
         "a ratio compares the runs of one round, which ran a minute or two apart, "
-        "and a target is met only if the lower end of the 90 % interval of the mean ratio "
+        "and a target is met only if the lower end of the 90 % interval of the geometric mean "
+        "ratio "
         "(Student's t over the rounds, or over the pairs below) is at it: a difference smaller "
         "than the run-to-run noise of this machine is not claimed.",
         "",
@@ -650,6 +657,7 @@ def report(results, pairs, levels, samples, args, model_dir) -> str:
     ]
     if pairs:
         pair_cpu = {name: statistics.mean(r["cpu_ms"] for r in pairs[name]) for name in pairs}
+        disturbed = sum(r["others"] > UNDER_LOAD for name in pairs for r in pairs[name])
         lines += [
             "",
             f"The pairs: {len(pairs[ours])} pairs of {args.pair_duration:.0f} s runs of kubedetect "
@@ -657,8 +665,9 @@ def report(results, pairs, levels, samples, args, model_dir) -> str:
             f"order, after the rounds. CPU per request (mean over the pairs): kubedetect "
             f"{pair_cpu[ours]:.2f} ms, KServe {pair_cpu[theirs]:.2f} ms; p99 (median over the "
             f"pairs): kubedetect {statistics.median(r['p99'] for r in pairs[ours]):.1f} ms, "
-            f"KServe {statistics.median(r['p99'] for r in pairs[theirs]):.1f} ms. The rounds "
-            f"above, for comparison: {rounds_vs_kserve}.",
+            f"KServe {statistics.median(r['p99'] for r in pairs[theirs]):.1f} ms. Runs during "
+            f"which other processes took more than {UNDER_LOAD} of a core: {disturbed} of "
+            f"{2 * len(pairs[ours])}. The rounds above, for comparison: {rounds_vs_kserve}.",
         ]
     return "\n".join(lines)
 
@@ -675,15 +684,19 @@ def t90(degrees: int) -> float:
 
 class Paired:
     """The throughput ratio of two servers, run by run (each of ours against theirs of the same
-    round or pair), with a 90 % interval of its mean."""
+    round or pair), with a 90 % interval of its geometric mean: ratios are averaged as
+    logarithms, so that 2x and 0.5x cancel out and one freak run weighs no more on one side
+    than on the other."""
 
     def __init__(self, ours: list[dict], theirs: list[dict], unit: str = "round"):
         self.ratios = [a["rps"] / b["rps"] for a, b in zip(ours, theirs, strict=True)]
         self.unit = unit
-        self.mean = statistics.mean(self.ratios)
-        n = len(self.ratios)
-        half = t90(n - 1) * statistics.stdev(self.ratios) / n**0.5 if n > 1 else 0.0
-        self.low, self.high = self.mean - half, self.mean + half
+        logs = [math.log(r) for r in self.ratios]
+        n = len(logs)
+        half = t90(n - 1) * statistics.stdev(logs) / n**0.5 if n > 1 else 0.0
+        self.mean = math.exp(statistics.mean(logs))
+        self.low = math.exp(statistics.mean(logs) - half)
+        self.high = math.exp(statistics.mean(logs) + half)
         self.rps = (
             statistics.mean(r["rps"] for r in ours),
             statistics.mean(r["rps"] for r in theirs),
@@ -694,9 +707,10 @@ class Paired:
         if n <= 10:
             spread = "by " + self.unit + " " + ", ".join(f"{r:.2f}" for r in self.ratios)
         else:
+            quartiles = statistics.quantiles(self.ratios, n=4)
             spread = (
                 f"{n} {self.unit}s, ratios {min(self.ratios):.2f}-{max(self.ratios):.2f} "
-                f"(sd {statistics.stdev(self.ratios):.3f})"
+                f"(quartiles {quartiles[0]:.2f}, {quartiles[1]:.2f}, {quartiles[2]:.2f})"
             )
         interval = (
             f", 90 % interval {self.low:.3f}-{self.high:.3f}x"
@@ -705,7 +719,7 @@ class Paired:
         )
         return (
             f"{self.rps[0]:.0f} vs {self.rps[1]:.0f} req/s (means); {spread}; "
-            f"mean ratio {self.mean:.3f}x{interval}"
+            f"geometric mean ratio {self.mean:.3f}x{interval}"
         )
 
 
