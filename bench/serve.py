@@ -22,10 +22,10 @@ Targets (issue 4), at concurrency 8: kubedetect >= 0.7x the bare interpreter's t
 ahead of KServe, zero errors, worker memory stable over the run. Concurrency 8 runs in
 `--rounds` rounds; throughput targets are judged on the ratios of each round's runs, met only
 when the 90 % interval of their geometric mean clears the target (this machine's run-to-run
-noise is about as large as the differences in question). Five rounds a minute apart cannot tell two
-servers within 10 % of each other apart, so 'ahead of KServe' is judged on `--pairs` further
-pairs of short kubedetect V1 / KServe V1 runs back to back: many ratios, each of two runs
-seconds apart.
+noise is about as large as the differences in question). Five rounds a minute apart cannot
+tell two servers within 10 % of each other apart, so 'ahead of KServe' is judged on `--pairs`
+further pairs of short kubedetect V1 / KServe V1 runs back to back: many ratios, each of two
+runs seconds apart.
 """
 
 from __future__ import annotations
@@ -382,6 +382,18 @@ def start_kserve(model_dir: Path, workdir: Path) -> tuple[subprocess.Popen, str]
     return process, url
 
 
+def measured(run) -> dict:
+    """Run, and measure how much CPU others on the machine took meanwhile: everything's CPU time
+    less this benchmark's (the server's processes, wrk, this process)."""
+    with OthersCpu() as others:
+        result = run()
+    return result | {
+        "load_before": others.load_before,
+        "load_after": others.load_after,
+        "others": others.cores,
+    }
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 
@@ -440,19 +452,14 @@ def main(argv: list[str]) -> int:
     pairs: dict[str, list[dict]] = {}
 
     def record(name: str, c: int, run) -> None:
-        """Run, and measure how much CPU others on the machine took meanwhile: everything's
-        CPU time less this benchmark's (the server's processes, wrk, this process)."""
-        with OthersCpu() as others:
-            result = run()
-        before = others.load_before
-        result |= {"load_before": before, "load_after": others.load_after, "others": others.cores}
+        result = measured(run)
         results[(name, c)].append(result)
         print(
             f"{name:<24} c={c:<3} {result['rps']:8.1f} req/s  split {result.get('split', '-'):<7} "
             f"p50 {result['p50']:7.2f} ms  "
             f"p95 {result['p95']:7.2f}  p99 {result['p99']:7.2f}  errors {result['errors']}  "
-            f"load {before:.2f}->{result['load_after']:.2f}  others {others.cores:.2f} cores  "
-            f"CPU {result['cpu_ms']:.2f} ms/request",
+            f"load {result['load_before']:.2f}->{result['load_after']:.2f}  "
+            f"others {result['others']:.2f} cores  CPU {result['cpu_ms']:.2f} ms/request",
             flush=True,
         )
 
@@ -464,9 +471,7 @@ def main(argv: list[str]) -> int:
         progress = tqdm(range(count), desc=f"pairs of {duration:.0f} s runs", unit="pair")
         for i in progress:
             for name, run in both[::-1] if i % 2 else both:
-                with OthersCpu() as others:
-                    result = run(duration)
-                paired[name].append(result | {"others": others.cores})
+                paired[name].append(measured(lambda run=run: run(duration)))
             ours, theirs = (paired[name][-1]["rps"] for name, _ in both)
             progress.set_postfix(ratio=f"{ours / theirs:.3f}")
         return paired
@@ -634,26 +639,24 @@ def report(results, pairs, levels, samples, args, model_dir) -> str:
         f"Targets at concurrency {c}. A round is one run of each server (its own connections); "
         "a ratio compares the runs of one round, which ran a minute or two apart, "
         "and a target is met only if the lower end of the 90 % interval of the geometric mean "
-        "ratio "
-        "(Student's t over the rounds, or over the pairs below) is at it: a difference smaller "
-        "than the run-to-run noise of this machine is not claimed.",
+        "ratio (Student's t over the rounds, or over the pairs below) is at it: a difference "
+        "smaller than the run-to-run noise of this machine is not claimed.",
         "",
         f"- throughput >= 0.7x the bare interpreter: /v1/detect vs bare {vs_bare}: "
         f"{verdict(vs_bare.low >= 0.7)}",
         f"- ahead of KServe (same V1 :predict protocol): kubedetect vs KServe, {judged}: "
         f"{vs_kserve}: {verdict(vs_kserve.low > 1.0)}",
-        f"- zero errors (every kubedetect run, every concurrency{', the pairs too' if pairs else ''}): "
-        f"{errors}: "
-        f"{verdict(errors == 0)}",
+        f"- zero errors (every kubedetect run, every concurrency"
+        f"{', the pairs too' if pairs else ''}): {errors}: {verdict(errors == 0)}",
         f"- resident memory stable over the run ({len(samples)} samples, one a second; "
         f"second-half growth within max(2 %, 3 MB)): {memory}: {verdict(stable)}",
         "",
         f"CPU per request at concurrency {c} (mean of the rounds): kubedetect V1 "
-        f"{cpu['kubedetect V1 :predict']:.2f} ms, KServe V1 {cpu['KServe V1 :predict']:.2f} ms "
-        "(each server's processes); the bare interpreter's preprocess, predict and postprocess (one Python thread, the interpreter on both cores) "
-        f"{cpu['bare interpreter']:.2f} ms. What is left between a server and the bare "
-        "interpreter is HTTP, JSON and base64, the framework and the handing of work between "
-        "threads.",
+        f"{cpu[ours]:.2f} ms, KServe V1 {cpu[theirs]:.2f} ms (each server's processes); the bare "
+        "interpreter's preprocess, predict and postprocess (one Python thread, the interpreter "
+        f"on both cores) {cpu['bare interpreter']:.2f} ms. What is left between a server and "
+        "the bare interpreter is HTTP, JSON and base64, the framework and the handing of work "
+        "between threads.",
     ]
     if pairs:
         pair_cpu = {name: statistics.mean(r["cpu_ms"] for r in pairs[name]) for name in pairs}
