@@ -149,7 +149,7 @@ def main(argv: list[str]) -> int:
 
     from bench.load import OthersCpu
     from bench.report import table, verdict, write_section
-    from kubedetect.config import available_cores
+    from kubedetect.resources import available_cores
 
     _warm_page_cache(root)
     files = sorted(str(p) for p in (root / "JPEGImages").iterdir() if p.is_file())

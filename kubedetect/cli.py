@@ -34,8 +34,8 @@ def _data_synth(args: argparse.Namespace) -> int:
 
 
 def _data_check(args: argparse.Namespace) -> int:
-    from kubedetect.config import available_cores
     from kubedetect.data.check import check
+    from kubedetect.resources import available_cores
 
     data = from_args(DataConfig, args)
     workers = args.workers if args.workers > 0 else available_cores()

@@ -15,18 +15,12 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubedetect.resources import available_cores
+
 
 def option(default: Any, help: str, *, flag: str | None = None) -> Any:
     """A dataclass field that also describes its command-line flag."""
     return field(default=default, metadata={"help": help, "flag": flag})
-
-
-def available_cores() -> int:
-    """Cores this process may use (cgroup/affinity aware, unlike os.cpu_count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

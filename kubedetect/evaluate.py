@@ -16,11 +16,12 @@ import numpy as np
 from tqdm import tqdm
 
 from kubedetect import fs
-from kubedetect.config import EvalConfig, available_cores, to_dict
+from kubedetect.config import EvalConfig, to_dict
 from kubedetect.decode import Detections
 from kubedetect.errors import KubedetectError
 from kubedetect.metrics import GroundTruth, confusion_matrix
 from kubedetect.metrics import evaluate as coco_evaluate
+from kubedetect.resources import available_cores
 
 MAP_SCORE_FLOOR = 0.001  # mAP takes every detection above this (COCO keeps the top 100 per image)
 

@@ -30,8 +30,8 @@ import threading
 import time
 from contextlib import ExitStack
 
-from kubedetect.config import available_cores
 from kubedetect.errors import KubedetectError
+from kubedetect.resources import available_cores
 
 POLL_SECONDS = 0.2
 
