@@ -4,7 +4,12 @@ A model sees exactly what it was trained on only if every path decodes and resiz
 same way, so this is the single place that does it: decode by content (never by file extension),
 apply the EXIF orientation the camera recorded, convert any mode to RGB, refuse decompression
 bombs before decoding them, and stretch to the model's square input with Pillow's antialiased
-bilinear filter. Pillow and numpy only: the serving image carries no TensorFlow. numpy is
+bilinear filter.
+
+Memory is part of the contract: an image is reduced as early as its format allows (a JPEG while
+it is decoded, any other right after, converted to RGB in bands), so that a 40-megapixel upload
+never exists in more than one full-size copy, and `decode_cost` says from the header alone what
+a decode will hold at its peak, for a server to budget. Pillow and numpy only: the serving image carries no TensorFlow. numpy is
 imported only where an array is made: preprocessing workers go from bytes to JPEG with Pillow
 alone, and start faster without it.
 """
@@ -14,10 +19,12 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from kubedetect.errors import ImageError
 
@@ -35,14 +42,34 @@ Image.MAX_IMAGE_PIXELS = None
 FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP")
 
 RESAMPLE = Image.Resampling.BILINEAR
-_TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 _EXIF_ORIENTATION = 0x0112
+# What shows an image stored with each EXIF orientation upright (as ImageOps.exif_transpose);
+# 5 to 8 swap width and height.
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# Bytes a pixel takes in Pillow's memory: RGB is stored as 4 bytes, like RGBA and CMYK.
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+# Bytes a pixel that a decoder holds beyond Pillow's image: libwebp decodes through buffers of
+# its own (measured: 16 bytes a pixel in all, with Pillow's 4).
+_DECODER_BYTES = {"WEBP": 12}
+# Modes that Image.reduce takes (and that _to_rgb may convert after the reduction).
+_REDUCIBLE = {"L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F"}
+# Pixels converted at once when an image's mode is not RGB: the band's copies stay a few MB
+# however large the image (half a megapixel: at most 10 MB).
+_BAND_PIXELS = 1 << 19
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
 
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """An RGB image and the size it has once oriented (before any draft downscaling)."""
+    """An RGB image, oriented, and the size it has once oriented (before any reduction)."""
 
     image: Image.Image
     width: int
@@ -51,43 +78,103 @@ class DecodedImage:
 
 
 def decode_image(
-    data: bytes, *, max_pixels: int, draft_size: int | None = None, source: str = "image"
+    data: bytes,
+    *,
+    max_pixels: int,
+    draft_size: int | None = None,
+    source: str = "image",
+    reserve: Callable[[int], AbstractContextManager] | None = None,
 ) -> DecodedImage:
     """Decode image bytes into an oriented RGB image.
 
-    `draft_size` lets JPEG decoding skip detail that a resize to that square size would throw
-    away (DCT scaling), which roughly halves the decode time of photos; the reported width and
-    height stay those of the full image, so box coordinates remain in the annotation's frame.
+    `draft_size` is the square size the caller will resize to: decoding then keeps only the
+    detail that such a resize needs. The image is shrunk by the largest of 8, 4 and 2 that
+    leaves both of its sides at least `draft_size` (or not at all): a JPEG by its decoder's DCT
+    scaling, so that its full-size pixels never exist, any other format right after decoding
+    (`_reduced_rgb`), before a full-size copy is made. The width and height reported stay the
+    full image's, so that boxes remain in the annotation's (or the client's) frame.
+
+    `reserve`, when given, is called with the bytes this decode holds at its peak (estimated
+    from the header, before any pixel is decoded: `decode_cost`) and entered around the
+    decoding: how a server keeps the images it decodes at once within its memory.
     """
+    image = open_image(data, max_pixels=max_pixels, source=source)
+    orientation = _orientation(image)
+    width, height = image.size
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    fmt = image.format or "unknown"
+    factor = reduction(image.size, draft_size)
+    if fmt == "JPEG" and factor > 1:
+        image.draft("RGB", (draft_size, draft_size))  # the decoder shrinks by `factor` itself
+        factor = 1
+    with reserve(decode_cost(image, factor)) if reserve else nullcontext():
+        try:
+            image.load()  # decodes now: truncated or corrupt data fails here, not later
+            image = _reduced_rgb(image, factor)
+            if orientation in _TRANSPOSE:
+                image = image.transpose(_TRANSPOSE[orientation])
+        except Exception as exc:
+            raise ImageError(
+                f"{source}: {fmt} data is truncated or corrupt ({_reason(exc)})"
+            ) from None
+    return DecodedImage(image=image, width=width, height=height, format=fmt)
+
+
+def open_image(data: bytes, *, max_pixels: int, source: str = "image") -> Image.Image:
+    """The image's header, read and checked: decoded by content among FORMATS, and refused as a
+    decompression bomb beyond `max_pixels`, before a single pixel is decoded."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=FORMATS)
-        raw_width, raw_height = image.size
+        width, height = image.size
     except UnidentifiedImageError:
         kinds = ", ".join(FORMATS)
         raise ImageError(f"{source}: not a decodable image (not {kinds} data)") from None
     except Exception as exc:  # Pillow raises many types for unreadable data
         raise ImageError(f"{source}: not a decodable image ({_reason(exc)})") from None
-    if raw_width * raw_height > max_pixels:
+    if width * height > max_pixels:
         raise ImageError(
-            f"{source}: {raw_width}x{raw_height} pixels exceeds the limit of {max_pixels} "
+            f"{source}: {width}x{height} pixels exceeds the limit of {max_pixels} "
             "(possible decompression bomb)"
         )
-    orientation = _orientation(image)
-    transposed = orientation in _TRANSPOSING_ORIENTATIONS
-    width, height = (raw_height, raw_width) if transposed else (raw_width, raw_height)
-    fmt = image.format or "unknown"
-    try:
-        if draft_size and fmt == "JPEG":
-            image.draft("RGB", (draft_size, draft_size))
-        image.load()  # decodes now: truncated or corrupt data fails here, not later
-        if orientation not in (None, 1):
-            image = ImageOps.exif_transpose(image)
-        image = _to_rgb(image)
-    except Exception as exc:
-        raise ImageError(f"{source}: {fmt} data is truncated or corrupt ({_reason(exc)})") from None
-    return DecodedImage(image=image, width=width, height=height, format=fmt)
+    return image
+
+
+def reduction(size: tuple[int, int], draft_size: int | None) -> int:
+    """The factor an image of `size` is shrunk by when it will be resized to `draft_size`:
+    the largest of 8, 4, 2 and 1 that leaves both sides at least `draft_size` (the rule of the
+    JPEG decoder's DCT scaling, kept for every format)."""
+    if not draft_size:
+        return 1
+    fits = min(size[0] // draft_size, size[1] // draft_size)
+    return next(f for f in (8, 4, 2, 1) if f <= max(fits, 1))
+
+
+def decode_cost(image: Image.Image, factor: int = 1) -> int:
+    """Bytes that decoding `image` (opened, not loaded; a JPEG already drafted) holds at its
+    peak: its pixels at the decoded size in Pillow's layout, the decoder's own buffers, and the
+    RGB result with one copy of it (a conversion or an orientation). Measured against the
+    resident memory of real decodes in tests/test_images.py."""
+    width, height = image.size
+    pixels = width * height
+    cost = pixels * _BYTES_PER_PIXEL.get(image.mode, 4)
+    fmt = image.format
+    if fmt == "JPEG" and image.info.get("progressive"):
+        # libjpeg keeps every DCT coefficient of a progressive image (2 bytes a sample, at the
+        # full size whatever the DCT scaling), sampled as its components are.
+        layers = getattr(image, "layer", None) or [(0, 1, 1, 0)] * 3
+        most = max(h * v for _, h, v, _ in layers)
+        samples = sum(h * v for _, h, v, _ in layers) / most
+        full = image.decoderconfig[0] ** 2 if image.decoderconfig else 1
+        cost += int(2 * samples * pixels * full)
+    else:
+        cost += pixels * _DECODER_BYTES.get(fmt, 0)
+    reduced = -(-width // factor) * -(-height // factor)
+    if image.mode != "RGB":  # a band converted (_reduced_rgb): up to five copies of 4 bytes
+        cost += min(pixels, _BAND_PIXELS) * 4 * 5
+    return cost + reduced * 4 * 2
 
 
 def resize(image: Image.Image, size: int) -> Image.Image:
@@ -128,6 +215,31 @@ def _orientation(image: Image.Image) -> int | None:
         return image.getexif().get(_EXIF_ORIENTATION)
     except Exception:  # a broken EXIF block should not cost the image
         return None
+
+
+def _reduced_rgb(image: Image.Image, factor: int) -> Image.Image:
+    """A decoded image as RGB, shrunk by `factor` (box averages), without a full-size copy.
+
+    Converting a transparent PNG at full size takes about four copies of it (RGBA, a white
+    background, the composite, RGB): 640 MB for 40 megapixels. Here an image that is not RGB is
+    converted a band of rows at a time, each band shrunk before it is pasted into the result,
+    so what is allocated beyond the decoded pixels is a band and the small result.
+    """
+    if image.mode == "RGB":
+        return image.reduce(factor) if factor > 1 else image
+    width, height = image.size
+    out = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+    rows = max(1, _BAND_PIXELS // width // factor) * factor
+    for top in range(0, height, rows):
+        band = image.crop((0, top, width, min(height, top + rows)))
+        if factor == 1:
+            band = _to_rgb(band)
+        elif band.mode in _REDUCIBLE:  # the smaller copy is the one converted
+            band = _to_rgb(band.reduce(factor))
+        else:
+            band = _to_rgb(band).reduce(factor)
+        out.paste(band, (0, top // factor))
+    return out
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -307,3 +307,99 @@ def test_jpeg_encoding_is_deterministic():
         == encode_jpeg(pixels, 90)
         == encode_jpeg(Image.fromarray(pixels), 90)
     )
+
+
+# -- memory: early reduction and what a decode costs ---------------------------------------------
+
+PEAK_SCRIPT = """
+import sys
+from contextlib import nullcontext
+from kubedetect.images import decode_image
+data = open(sys.argv[1], "rb").read()
+def memory(key):
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith(key))
+estimates = []
+def reserve(cost):
+    estimates.append(cost)
+    return nullcontext()
+before = memory("VmRSS")
+decoded = decode_image(data, max_pixels=10**9, draft_size=int(sys.argv[2]), reserve=reserve)
+print(memory("VmHWM") - before, estimates[0], *decoded.image.size)
+"""
+
+
+def decode_peak(tmp_path, data: bytes, draft_size: int) -> tuple[int, int, tuple[int, int]]:
+    """(bytes a decode added to the resident set at its peak, its `reserve` estimate, the size
+    of the decoded image), measured in a fresh process."""
+    path = tmp_path / "image.bin"
+    path.write_bytes(data)
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, str(path), str(draft_size)],
+        capture_output=True, text=True, timeout=120, cwd=REPO, check=True,
+    )  # fmt: skip
+    peak, estimate, width, height = map(int, result.stdout.split())
+    return peak, estimate, (width, height)
+
+
+def _large(mode: str = "RGB") -> Image.Image:
+    """A 4800 x 3200 (15 megapixel) image of coarse noise: quick to encode, real to decode."""
+    rng = np.random.default_rng(0)
+    small = Image.fromarray(rng.integers(0, 256, (200, 300, 3), dtype=np.uint8))
+    image = small.resize((4800, 3200), Image.Resampling.NEAREST)
+    if mode == "RGBA":
+        image.putalpha(Image.new("L", image.size, 128))
+        return image
+    return image.convert(mode)
+
+
+MIB = 2**20
+LARGE = {
+    "transparent PNG": lambda: encoded(_large("RGBA"), "PNG", compress_level=1),
+    "palette PNG with transparency": lambda: encoded(
+        _large("P"), "PNG", transparency=0, compress_level=1
+    ),
+    "16-bit PNG": lambda: encoded(
+        Image.fromarray(np.asarray(_large("L"), dtype=np.uint16) * 256), "PNG", compress_level=1
+    ),
+    "GIF": lambda: encoded(_large("P"), "GIF"),
+    "TIFF": lambda: encoded(_large(), "TIFF", compression="tiff_lzw"),
+    "WEBP": lambda: encoded(_large(), "WEBP", quality=80),
+    "progressive JPEG": lambda: encoded(_large(), "JPEG", progressive=True, subsampling=0),
+    "CMYK JPEG": lambda: encoded(_large("CMYK"), "JPEG"),
+}
+
+
+@pytest.mark.parametrize("name", list(LARGE))
+def test_a_decode_stays_within_the_memory_it_reserves(tmp_path, name):
+    """What a server reserves for a decode, known from the header alone, bounds the memory the
+    decode really takes (the resident set of a fresh process, read by the kernel), format by
+    format; and it is no gross overestimate, which would refuse images needlessly."""
+    peak, estimate, size = decode_peak(tmp_path, LARGE[name](), 256)
+    assert peak <= 1.05 * estimate + 4 * MIB, (peak / MIB, estimate / MIB)
+    assert estimate <= 1.8 * peak + 16 * MIB, (peak / MIB, estimate / MIB)
+    assert size == (600, 400)  # shrunk by 8: both sides still at least 256
+
+
+def test_a_large_transparent_png_is_reduced_without_full_size_copies(tmp_path):
+    """A 15-megapixel transparent PNG decoded for a 256 px model: its RGBA pixels (4 bytes
+    each, 61 MB) are all that is ever held at full size, not the four full-size copies a
+    conversion to RGB would make first (white background, composite, RGB)."""
+    peak, _, _ = decode_peak(tmp_path, LARGE["transparent PNG"](), 256)
+    decoded_pixels = 4800 * 3200 * 4
+    assert peak <= decoded_pixels + 16 * MIB, peak / MIB
+
+
+def test_reduction_keeps_what_the_resize_needs_and_the_pixels_it_would_give():
+    """Every format is shrunk by the rule of the JPEG decoder's DCT scaling (the largest of 8,
+    4 and 2 that leaves both sides at least the target), and the model's input made from the
+    reduced image is the one made from the full image, within rounding."""
+    image = Image.fromarray(marked(900, 600))
+    for fmt in ("PNG", "BMP", "WEBP"):
+        data = encoded(image, fmt, lossless=True)
+        decoded = decode_image(data, max_pixels=LIMIT, draft_size=128)
+        assert (decoded.width, decoded.height, decoded.image.size) == (900, 600, (225, 150))
+        reduced = resize_rgb(decoded.image, 128).astype(int)
+        full = resize_rgb(decode_image(data, max_pixels=LIMIT).image, 128).astype(int)
+        assert np.abs(reduced - full).max() <= 12
+        assert is_red(reduced[10, 10]) and not is_red(reduced[80, 80])
