@@ -286,7 +286,7 @@ class ServeConfig:
     num_threads: int = option(1, "LiteRT interpreter threads per worker.")
     max_batch_size: int = option(8, "Most images run through the interpreter at once.")
     max_batch_delay_ms: float = option(
-        2.0, "Longest a batch waits for more images while other requests are being decoded."
+        0.0, "Longest a batch waits for more images (0: it runs what is queued at once)."
     )
     max_queue: int = option(
         32, "Images waiting for the interpreter, per worker; beyond it: 503 with Retry-After."
@@ -295,6 +295,14 @@ class ServeConfig:
     max_body_bytes: int = option(16 * 2**20, "Larger request bodies are refused (413).")
     max_image_pixels: int = option(
         40_000_000, "Larger images are refused as decompression bombs (width x height)."
+    )
+    memory_limit: str | None = option(
+        None,
+        "Memory the whole server may use (bytes, or a quantity such as 1Gi); each worker's "
+        "decode budget is planned from it. Default: the container's limit, else the RAM.",
+    )
+    health_port: int = option(
+        0, "Port on which each worker answers /v2/health/* on a thread of its own (0: none)."
     )
     score_threshold: float | None = option(
         None, "Default lowest score returned. Default: the model card's."

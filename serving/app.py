@@ -9,23 +9,29 @@ not ready or has no room, never a bare 500 for bad input.
 app (and checks the model's sha256) once before forking, and each worker starts its own batcher
 thread after the fork, since threads do not survive fork, and waits for its warm-up before it
 accepts a connection (gunicorn.conf.py `post_worker_init`): a worker that only listens once it
-is warm never answers a client "not ready" while its neighbour is serving.
+is warm never answers a client "not ready" while its neighbour is serving. Once warm, the worker
+plans its memory (serving/memory.py) and, with `health_port` set, answers probes on a thread of
+its own (serving/health.py).
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import time
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Request, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
 from kubedetect.config import ServeConfig
-from serving import metrics
+from kubedetect.resources import memory_limit, parse_quantity
+from serving import health, metrics
 from serving.api import detect, kserve_v1, metrics_api, openapi, v2, web
 from serving.body import drain
 from serving.errors import ServingError, Unavailable
+from serving.memory import resident
 from serving.model import DetectorModel
 from serving.service import Service
 
@@ -35,7 +41,10 @@ log = logging.getLogger("kubedetect.serving")
 def create_app(config: ServeConfig, *, start: bool = True) -> Flask:
     if not config.model_dir:
         raise ValueError("ServeConfig.model_dir is required (the folder with model.json)")
+    if config.memory_limit:
+        parse_quantity(config.memory_limit)  # a bad quantity fails here, naming itself
     app = Flask(__name__, static_folder=None)
+    app.request_class = InMemoryUploads
     app.url_map.converters["model"] = ModelName
     app.config.update(MAX_CONTENT_LENGTH=config.max_body_bytes, JSON_SORT_KEYS=False)
     app.json.sort_keys = False
@@ -61,21 +70,46 @@ def create_app(config: ServeConfig, *, start: bool = True) -> Flask:
     return app
 
 
+class InMemoryUploads(Request):
+    """Multipart uploads kept in memory, never spooled to a temporary file.
+
+    Werkzeug writes an upload over 500 kB to a file in TMPDIR, and on Kubernetes /tmp is a
+    memory-backed emptyDir: those pages count against the pod's memory limit, outside the
+    worker's plan. In memory, an upload is one of the request-body copies the plan sets aside
+    (`max_body_bytes` bounds it). `_get_file_stream` is Werkzeug's documented hook for this.
+    """
+
+    def _get_file_stream(
+        self, total_content_length, content_type, filename=None, content_length=None
+    ):
+        return io.BytesIO()
+
+
 class ModelName(BaseConverter):
     """A model name in a route: anything but '/' and ':' (':predict' is KServe V1's verb)."""
 
     regex = r"[^/:]+"
 
 
-def start_worker(app: Flask) -> None:
+def start_worker(app: Flask, worker=None) -> None:
     """Start the model's batcher thread in this process and wait for its warm-up (or its
-    failure), at most `warmup_timeout` seconds. Gunicorn calls it in each worker before the
-    worker accepts a connection."""
+    failure), at most `warmup_timeout` seconds; then plan this worker's memory and answer
+    probes. Gunicorn calls it in each `worker` before the worker accepts a connection."""
     service = app.extensions["kubedetect"]
-    timeout = service.config.warmup_timeout
+    config = service.config
+    service.in_gunicorn = worker is not None
     service.batcher.start()
-    if not service.batcher.wait_ready(timeout) and service.batcher.state == "loading":
-        log.warning("the model is still warming up after %.0f s; serving meanwhile", timeout)
+    if not service.batcher.wait_ready(config.warmup_timeout) and service.batcher.state == "loading":
+        log.warning(
+            "the model is still warming up after %.0f s; serving meanwhile", config.warmup_timeout
+        )
+    limit = int(parse_quantity(config.memory_limit)) if config.memory_limit else memory_limit()
+    if worker is not None:
+        service.plan_memory(limit, workers=worker.cfg.workers, master=resident(os.getppid()))
+    else:
+        service.plan_memory(limit)
+    if config.health_port:
+        health.listen(config.host, config.health_port, service.batcher.problem)
 
 
 def _error(status: int, message: str, retry_after: int | None = None) -> Response:

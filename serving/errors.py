@@ -36,7 +36,8 @@ class UnsupportedMediaType(ServingError):
 
 
 class Unavailable(ServingError):
-    """The model is not ready yet, the queue is full, or the result did not come in time."""
+    """A momentary lack of capacity: the model is not ready (or restarting), the queue is full,
+    the memory for decoding is taken, or the result did not come in time."""
 
     status = 503
     retry_after = 1
@@ -52,3 +53,11 @@ class QueueFull(Unavailable):
 
 class TimedOut(Unavailable):
     pass
+
+
+class DecoderBusy(Unavailable):
+    """The worker's memory for decoding images stayed taken until the request's deadline."""
+
+
+class InferenceFailed(Unavailable):
+    """The interpreter failed on the batch; the worker is rebuilding it."""

@@ -1,9 +1,8 @@
 """Gunicorn settings for the inference service, from the KUBEDETECT_* environment.
 
 `kubedetect serve` runs Gunicorn with this file; so does the container. Settings:
-- workers and threads: KUBEDETECT_WORKERS (0: one per core) and KUBEDETECT_THREADS, the gthread
-  worker (threads are what the dynamic batcher batches across), in serving.worker's variant that
-  survives a second quit signal;
+- workers and threads: KUBEDETECT_WORKERS (0: one per core) and KUBEDETECT_THREADS, Gunicorn's
+  own gthread worker (threads are what the batcher batches across);
 - preload_app: the master loads the app and checks the model once, then forks the workers;
 - graceful_timeout: after SIGTERM, in-flight requests have this long to finish;
 - no control socket (Gunicorn 27 would create ~/.gunicorn/...: read-only, non-root containers);
@@ -31,7 +30,7 @@ bind = [
     f"[{_config.host}]:{_config.port}" if ":" in _config.host else f"{_config.host}:{_config.port}"
 ]
 workers = _config.worker_count()
-worker_class = "serving.worker.Worker"  # gthread, quitting once (serving/worker.py)
+worker_class = "gthread"
 threads = _config.threads
 preload_app = True
 graceful_timeout = int(round(_config.graceful_timeout))  # Gunicorn takes whole seconds
@@ -54,7 +53,7 @@ def on_starting(server):
 def post_worker_init(worker):
     from serving.app import start_worker
 
-    start_worker(worker.wsgi)
+    start_worker(worker.wsgi, worker)
 
 
 def child_exit(server, worker):

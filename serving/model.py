@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +26,7 @@ from PIL import Image
 
 from kubedetect.decode import decode
 from kubedetect.errors import ImageError
-from kubedetect.images import decode_image, encode_jpeg, load_for_model
+from kubedetect.images import decode_image, encode_jpeg, resize_rgb
 from kubedetect.runtime import TFLiteDetector
 from serving.errors import BadRequest, NotAnImage
 
@@ -39,7 +41,7 @@ class Prepared:
     pixels: np.ndarray  # uint8 [S, S, 3], resized exactly as in training
     width: int  # the original (EXIF-oriented) size: boxes are returned in this frame
     height: int
-    image: Image.Image | None = None  # the full-size RGB image, kept only to draw boxes on
+    image: Image.Image | None = None  # what `pixels` were resized from, kept to draw boxes on
 
 
 @dataclass(frozen=True)
@@ -97,12 +99,16 @@ class DetectorModel:
         self.input_size = self.card.input_size
         self.defaults = self.parameters(self._score_threshold, self._max_detections)
 
-    def warm_up(self, batch_sizes: range, runs: int = 1) -> None:
+    def warm_up(self, batch_sizes: range, runs: int = 1, *, rebuild: bool = False) -> None:
         """Build the interpreter of every batch size and run it, then declare the model ready.
 
         The first inference at a batch size allocates the interpreter's tensors; doing it here
         keeps that cost out of the first requests, and readiness means "answers at full speed".
+        `rebuild` replaces the interpreters first (after one failed): read and checked again.
         """
+        self.ready = False
+        if rebuild:
+            self.runtime = TFLiteDetector(self.model_dir, num_threads=self.num_threads)
         for batch in batch_sizes:
             zeros = np.zeros((batch, self.input_size, self.input_size, 3), np.uint8)
             for _ in range(max(1, runs)):
@@ -118,22 +124,32 @@ class DetectorModel:
     # -- the three steps -------------------------------------------------------------------------
 
     def preprocess(
-        self, data: bytes, *, keep_image: bool = False, source: str = "image"
+        self,
+        data: bytes,
+        *,
+        keep_image: bool = False,
+        source: str = "image",
+        reserve: Callable[[int], AbstractContextManager] | None = None,
     ) -> Prepared:
-        """Encoded image bytes to the model's input, with the kubedetect.images loader."""
+        """Encoded image bytes to the model's input, with the kubedetect.images loader.
+
+        The image is decoded reduced (to between one and two times the input size on its
+        shorter side, eight times smaller at most), within what `reserve` grants; with
+        `keep_image` that reduced image is kept, to draw on: no second, full-size decode."""
         try:
-            pixels, width, height = load_for_model(
-                data, size=self.input_size, max_pixels=self.max_image_pixels, source=source
-            )
-            image = (
-                decode_image(data, max_pixels=self.max_image_pixels, source=source).image
-                if keep_image
-                else None
+            decoded = decode_image(
+                data,
+                max_pixels=self.max_image_pixels,
+                draft_size=self.input_size,
+                source=source,
+                reserve=reserve,
             )
         except ImageError as exc:
             # Pillow names its in-memory file ("<_io.BytesIO object at 0x...>"): no use to a client.
             raise NotAnImage(_IN_MEMORY_FILE.sub("data", str(exc))) from None
-        return Prepared(pixels, width, height, image)
+        pixels = resize_rgb(decoded.image, self.input_size)
+        kept = decoded.image if keep_image else None
+        return Prepared(pixels, decoded.width, decoded.height, kept)
 
     def predict(self, batch: np.ndarray) -> list[dict[str, np.ndarray]]:
         """A batch of input pixels [B, S, S, 3] to each image's float output maps."""

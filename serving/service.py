@@ -1,13 +1,17 @@
 """What every protocol does with a request: images in, detections out.
 
-A `Service` ties one model to its batcher and to the served settings. The protocol blueprints
-call `detect`, which runs the model's three steps: preprocess on the request thread, predict in
-a batch on the batcher thread (or on the request thread, when it has nothing to batch with),
-postprocess back on the request thread.
+A `Service` ties one model to its batcher, its decode budget and the served settings. The
+protocol blueprints call `detect`, which runs the model's three steps: preprocess on the request
+thread (decoding within the worker's decode budget, serving/memory.py), predict in a batch on
+the batcher thread, postprocess back on the request thread.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
+import signal
 from dataclasses import dataclass
 
 from flask import current_app
@@ -15,7 +19,10 @@ from flask import current_app
 from kubedetect.config import ServeConfig
 from serving.batching import Batcher
 from serving.errors import BadRequest, ModelNotFound
+from serving.memory import DecodeBudget, MemoryPlan
 from serving.model import DecodeParameters, Detection, DetectorModel
+
+log = logging.getLogger("kubedetect.serving")
 
 
 @dataclass(frozen=True)
@@ -23,7 +30,7 @@ class ImageResult:
     width: int
     height: int
     detections: list[Detection]
-    image: object | None = None  # the decoded image, when asked for (to draw on)
+    image: object | None = None  # the decoded (reduced) image, when asked for (to draw on)
 
 
 class Service:
@@ -32,15 +39,40 @@ class Service:
         self.model = model
         self.batcher = Batcher(
             model.predict,
-            warm_up=lambda: model.warm_up(range(1, config.max_batch_size + 1), config.warmup_runs),
+            warm_up=lambda rebuild: model.warm_up(
+                range(1, config.max_batch_size + 1), config.warmup_runs, rebuild=rebuild
+            ),
             max_batch_size=config.max_batch_size,
             max_batch_delay_ms=config.max_batch_delay_ms,
             max_queue=config.max_queue,
+            stall_seconds=max(30.0, 3 * config.request_timeout),
+            on_give_up=self._give_up,
         )
+        self.in_gunicorn = False  # set by serving.app.start_worker in a Gunicorn worker
+        self.plan: MemoryPlan | None = None
+        self.budget: DecodeBudget | None = None  # made in each worker once it is warm
+
+    def plan_memory(self, limit: int, *, workers: int = 1, master: int = 0) -> MemoryPlan:
+        """Divide this worker's share of `limit` (see serving/memory.py); the decode budget is
+        what is left once the worker is warm."""
+        self.plan = MemoryPlan.make(
+            limit=limit,
+            workers=workers,
+            threads=self.config.threads,
+            max_body_bytes=self.config.max_body_bytes,
+            master=master,
+        )
+        self.budget = DecodeBudget(self.plan.decode)
+        log.info(self.plan.describe())
+        return self.plan
 
     @property
     def ready(self) -> bool:
         return self.batcher.ready
+
+    def problem(self) -> str | None:
+        """Why this worker cannot serve now (None when it can): what readiness answers."""
+        return self.batcher.problem()
 
     def check_model(self, name: str) -> DetectorModel:
         if name != self.model.name:
@@ -66,15 +98,18 @@ class Service:
                 f"{len(images)} images in one request; at most {self.config.max_queue} are allowed"
             )
         self.check_ready()
-        many = len(images) > 1
-        with self.batcher.incoming(len(images)) as announced:
-            prepared = [
-                self.model.preprocess(
-                    data, keep_image=keep_image, source=f"image {i}" if many else "image"
-                )
-                for i, data in enumerate(images)
-            ]
-            outputs = self.batcher.submit([p.pixels for p in prepared], deadline, announced)
+        prepared = []
+        for i, data in enumerate(images):
+            source = f"image {i}" if len(images) > 1 else "image"
+            reserve = (
+                functools.partial(self.budget.reserve, deadline=deadline, source=source)
+                if self.budget is not None
+                else None
+            )
+            prepared.append(
+                self.model.preprocess(data, keep_image=keep_image, source=source, reserve=reserve)
+            )
+        outputs = self.batcher.submit([p.pixels for p in prepared], deadline)
         return [
             ImageResult(
                 p.width,
@@ -84,6 +119,14 @@ class Service:
             )
             for p, out in zip(prepared, outputs, strict=True)
         ]
+
+    def _give_up(self, reason: str) -> None:
+        """The batcher cannot go on. In a Gunicorn worker (`in_gunicorn`), end the worker
+        gracefully (its in-flight requests finish) so that the master starts a fresh one.
+        Elsewhere (the Flask test client) the process is not ours to end: it stays up, not
+        ready, saying why."""
+        if self.in_gunicorn:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def current_service() -> Service:

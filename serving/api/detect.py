@@ -3,7 +3,9 @@
 The image comes as a multipart upload (field `image`, as a browser form sends it) or as the raw
 request body (`curl --data-binary @photo.jpg`). `score_threshold` and `max_detections` come from
 the query string (or the form). Boxes are in the original image's pixels, after its EXIF
-orientation. `?format=jpeg` answers with the image and its boxes drawn instead of JSON.
+orientation. `?format=jpeg` answers with the image and its boxes drawn instead of JSON (the
+image as the model saw it before the final resize: large images come back reduced, see
+serving/draw.py).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def detect():
         [_image_bytes()], parameters, deadline=g.deadline, keep_image=output == "jpeg"
     )
     if output == "jpeg":
-        return Response(draw_detections(result.image, result.detections), mimetype="image/jpeg")
+        picture = draw_detections(result.image, result.detections, result.width)
+        return Response(picture, mimetype="image/jpeg")
     return jsonify(
         {
             "model": service.model.name,
@@ -61,7 +64,7 @@ def _image_bytes() -> bytes:
         upload = request.files.get("image") or next(iter(request.files.values()), None)
         if upload is None:
             raise BadRequest("multipart upload without a file: send the image in the field 'image'")
-        data = upload.read()
+        data = upload.read()  # held in memory, never spooled to disk (serving.app.Request)
     else:
         data = read_body()
     if not data:

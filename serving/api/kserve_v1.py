@@ -31,8 +31,9 @@ def models():
 def model_ready(name: str):
     service = current_service()
     service.check_model(name)
-    if not service.ready:
-        response = jsonify({"error": "the model is not ready yet", "name": name, "ready": False})
+    problem = service.problem()
+    if problem is not None:
+        response = jsonify({"error": problem, "name": name, "ready": False})
         response.status_code = 503
         response.headers["Retry-After"] = "1"
         return response

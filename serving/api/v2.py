@@ -66,8 +66,9 @@ def live():
 
 @bp.get("/v2/health/ready")
 def ready():
-    if not current_service().ready:
-        return _not_ready({"ready": False})
+    problem = current_service().problem()
+    if problem is not None:
+        return _not_ready(problem, {"ready": False})
     return jsonify({"ready": True})
 
 
@@ -94,8 +95,9 @@ def model_metadata(name: str, version: str | None = None):
 @bp.get("/v2/models/<model:name>/versions/<version>/ready")
 def model_ready(name: str, version: str | None = None):
     _model(name, version)
-    if not current_service().ready:
-        return _not_ready({"name": name, "ready": False})
+    problem = current_service().problem()
+    if problem is not None:
+        return _not_ready(problem, {"name": name, "ready": False})
     return jsonify({"name": name, "ready": True})
 
 
@@ -147,8 +149,8 @@ def _model(name: str, version: str | None):
     return model
 
 
-def _not_ready(body: dict) -> Response:
-    response = jsonify({"error": "the model is not ready yet"} | body)
+def _not_ready(problem: str, body: dict) -> Response:
+    response = jsonify({"error": problem} | body)
     response.status_code = 503
     response.headers["Retry-After"] = "1"
     return response

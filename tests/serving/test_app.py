@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 from PIL import Image
@@ -19,6 +20,7 @@ from PIL import Image
 from kubedetect.config import ServeConfig, from_env, to_env
 from kubedetect.errors import KubedetectError
 from serving.app import create_app
+from serving.memory import DecodeBudget
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +169,71 @@ def test_kubedetect_serve_refuses_a_tampered_or_missing_model_in_one_line(model_
         assert done.returncode == 1
         assert done.stderr.startswith("kubedetect: error:") and words in done.stderr
         assert "Traceback" not in done.stderr
+
+
+class FailingRuntime:
+    """Stands in for a LiteRT interpreter that has gone bad: it raises what LiteRT raises (a
+    RuntimeError, not one of the server's errors), and takes the real runtime's place until the
+    worker replaces it. Everything around it is the server as it runs."""
+
+    def __init__(self, real):
+        self.card, self.input_size, self.classes = real.card, real.input_size, real.classes
+
+    def raw_outputs(self, pixels):
+        raise RuntimeError("Invoke failed: the tensor arena is corrupted")
+
+
+def test_a_broken_interpreter_turns_readiness_false_until_the_worker_rebuilds_it(model_dir, jpeg):
+    """The interpreter breaks under load: its requests are answered 503 with Retry-After and a
+    JSON reason (a client retries elsewhere), readiness turns false with the reason (a load
+    balancer stops sending), and the worker rebuilds its interpreters from the model file; then
+    readiness is true again and the next request is answered. (It used to answer 500, and to
+    stay 'ready' however broken the interpreter was.)"""
+    app = create_app(ServeConfig(model_dir=str(model_dir)))
+    client, service = app.test_client(), app.extensions["kubedetect"]
+    try:
+        assert client.get("/v2/health/ready").status_code == 200
+        service.model.runtime = FailingRuntime(service.model.runtime)
+        failed = client.post("/v1/detect", data=jpeg)
+        assert failed.status_code == 503 and failed.headers["Retry-After"]
+        assert "inference failed (RuntimeError: Invoke failed" in failed.get_json()["error"]
+        readiness = [client.get("/v2/health/ready")]
+        while readiness[-1].status_code != 200 and len(readiness) < 200:  # bounded: 20 s
+            time.sleep(0.1)
+            readiness.append(client.get("/v2/health/ready"))
+        assert readiness[0].status_code == 503, "never seen not ready"
+        assert "Invoke failed" in readiness[0].get_json()["error"]
+        assert readiness[-1].status_code == 200, readiness[-1].get_json()
+        assert client.post("/v1/detect", data=jpeg).status_code == 200
+    finally:
+        service.batcher.stop()
+
+
+def test_decodes_beyond_the_memory_budget_wait_their_turn_or_get_503(model_dir):
+    """A worker whose plan leaves room for one large decode at a time: a request whose image
+    cannot fit even alone is refused with 400 saying so; one that would fit waits for the
+    memory (and is served) or, past its deadline, gets 503 with Retry-After."""
+    app = create_app(ServeConfig(model_dir=str(model_dir), request_timeout=0.5))
+    client, service = app.test_client(), app.extensions["kubedetect"]
+    try:
+        png = encode_png(Image.new("RGBA", (3000, 2000), (200, 30, 30, 90)))  # 24 MB decoded
+        service.budget = DecodeBudget(40 * 2**20)
+        assert client.post("/v1/detect", data=png).status_code == 200
+        service.budget = DecodeBudget(10 * 2**20)
+        refused = client.post("/v1/detect", data=png)
+        assert refused.status_code == 400
+        assert "more than the 10 MiB this server may spend" in refused.get_json()["error"]
+        service.budget = DecodeBudget(40 * 2**20)
+        with service.budget.reserve(30 * 2**20, time.monotonic() + 5):  # another decode
+            busy = client.post("/v1/detect", data=png)
+        assert busy.status_code == 503 and busy.headers["Retry-After"]
+        assert "busy decoding other images" in busy.get_json()["error"]
+        assert client.post("/v1/detect", data=png).status_code == 200
+    finally:
+        service.batcher.stop()
+
+
+def encode_png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
