@@ -99,11 +99,8 @@ def decode_image(
     decoding: how a server keeps the images it decodes at once within its memory.
     """
     image = open_image(data, max_pixels=max_pixels, source=source)
-    orientation = _orientation(image)
-    width, height = image.size
-    if orientation in (5, 6, 7, 8):
-        width, height = height, width
     fmt = image.format or "unknown"
+    width, height = image.size  # before any reduction
     factor = reduction(image.size, draft_size)
     if fmt == "JPEG" and factor > 1:
         image.draft("RGB", (draft_size, draft_size))  # the decoder shrinks by `factor` itself
@@ -111,6 +108,11 @@ def decode_image(
     with reserve(decode_cost(image, factor)) if reserve else nullcontext():
         try:
             image.load()  # decodes now: truncated or corrupt data fails here, not later
+            # Read once the pixels are: a PNG may keep its EXIF after them, and Pillow decodes
+            # the whole image to find it (outside any reservation, if asked before).
+            orientation = _orientation(image)
+            if orientation in (5, 6, 7, 8):
+                width, height = height, width
             image = _reduced_rgb(image, factor)
             if orientation in _TRANSPOSE:
                 image = image.transpose(_TRANSPOSE[orientation])

@@ -4,6 +4,8 @@
 - workers and threads: KUBEDETECT_WORKERS (0: one per core) and KUBEDETECT_THREADS, Gunicorn's
   own gthread worker (threads are what the batcher batches across);
 - preload_app: the master loads the app and checks the model once, then forks the workers;
+- glibc's malloc told to unmap large blocks as soon as they are freed (serving/memory.py), before
+  the workers fork: a worker's memory then follows what its decode budget counts;
 - graceful_timeout: after SIGTERM, in-flight requests have this long to finish;
 - no control socket (Gunicorn 27 would create ~/.gunicorn/...: read-only, non-root containers);
 - JSON logs, access log included, to stdout;
@@ -24,6 +26,9 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="kubed
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 from serving.logs import logging_config  # noqa: E402
+from serving.memory import release_large_frees  # noqa: E402
+
+release_large_frees()
 
 wsgi_app = "serving.wsgi:app"
 bind = [

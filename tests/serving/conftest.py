@@ -2,29 +2,20 @@
 
 Servers are started the way users start them, with `kubedetect serve MODEL_DIR` (which execs
 Gunicorn with serving/gunicorn.conf.py), on a free port of 127.0.0.1, settings passed as
-KUBEDETECT_* variables and flags. Each keeps its JSON log for the tests to read.
+KUBEDETECT_* variables and flags (tests/servers.py, shared with bench/serve.py). Each keeps its
+JSON log for the tests to read.
 """
 
 from __future__ import annotations
 
 import io
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
+import servers
 from PIL import Image
-
-REPO = Path(__file__).resolve().parents[2]
-KSERVE_VENV = Path(os.environ.get("KSERVE_VENV", REPO / ".venv-kserve"))
-
+from servers import Server, serve
 
 # -- models -------------------------------------------------------------------------------------
 
@@ -119,99 +110,11 @@ def encode(pixels: np.ndarray, fmt: str = "JPEG", **kwargs) -> bytes:
 # -- servers ------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A `kubedetect serve` process (Gunicorn's master after the exec) on 127.0.0.1."""
-
-    def __init__(self, model_dir: Path, workdir: Path, *, flags=(), env=None, session=False):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.workdir = workdir
-        self.log_path = workdir / "server.log"
-        self.home = workdir / "home"  # Gunicorn would put a control socket under ~/.gunicorn
-        self.home.mkdir(parents=True, exist_ok=True)
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("KUBEDETECT_")}
-        environ |= {
-            "HOME": str(self.home),
-            "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
-            "KUBEDETECT_PORT": str(self.port),  # settings by environment, as in the container
-            "PYTHONUNBUFFERED": "1",
-        } | (env or {})
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - open while the server runs
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "kubedetect.cli", "serve", str(model_dir), *flags],
-            env=environ,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-            start_new_session=session,  # its own process group, as a terminal's foreground job
-        )
-
-    def get(self, path: str, **kwargs) -> requests.Response:
-        return requests.get(self.url + path, timeout=30, **kwargs)
-
-    def post(self, path: str, **kwargs) -> requests.Response:
-        return requests.post(self.url + path, timeout=30, **kwargs)
-
-    def wait(self, path: str = "/v2/health/ready", timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited ({self.process.returncode}):\n{self.log()}")
-            try:
-                if self.get(path).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"{path} did not answer 200 within {timeout} s:\n{self.log()}")
-
-    def wait_workers(self, count: int, timeout: float = 30) -> list[int]:
-        """The worker pids once the master has forked `count` of them (it forks them in turn)."""
-        deadline = time.monotonic() + timeout
-        while len(self.workers()) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self.workers()
-
-    def workers(self) -> list[int]:
-        """The pids of Gunicorn's worker processes (the master's children)."""
-        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(pid) for pid in path.read_text().split()] if path.exists() else []
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def json_log(self) -> list[dict]:
-        """The log lines that are JSON objects (LiteRT's C++ runtime prints one plain line)."""
-        entries = []
-        text = self.log()
-        complete = text[: text.rfind("\n") + 1]  # the server may be writing the last line now
-        for line in complete.split("\n"):
-            if line.startswith("{"):
-                entries.append(json.loads(line))
-        return entries
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.process.returncode
-
-
 @pytest.fixture(scope="session")
 def start_server(tmp_path_factory):
-    """Start servers that are stopped at the end of the session: start_server(model_dir, ...)."""
-    servers: list[Server] = []
+    """Start servers that are stopped at the end of the session: start_server(model_dir, ...)
+    (tests/servers.py `serve`, then a wait for `wait` to answer 200)."""
+    started: list[Server] = []
 
     def start(
         model_dir: Path,
@@ -220,17 +123,23 @@ def start_server(tmp_path_factory):
         env=None,
         wait: str | None = "/v2/health/ready",
         session: bool = False,
+        preexec_fn=None,
     ) -> Server:
-        server = Server(
-            model_dir, tmp_path_factory.mktemp("server"), flags=flags, env=env, session=session
+        server = serve(
+            model_dir,
+            tmp_path_factory.mktemp("server"),
+            flags=flags,
+            env=env,
+            session=session,
+            preexec_fn=preexec_fn,
         )
-        servers.append(server)
+        started.append(server)
         if wait:
             server.wait(wait)
         return server
 
     yield start
-    for server in servers:
+    for server in started:
         server.stop()
 
 
@@ -246,8 +155,5 @@ def server(start_server, model_dir) -> Server:
 
 @pytest.fixture(scope="session")
 def kserve_python() -> Path:
-    """The KServe virtualenv's python, created by serving/kserve/setup-venv.sh if needed."""
-    subprocess.run(
-        ["bash", str(REPO / "serving/kserve/setup-venv.sh"), str(KSERVE_VENV)], check=True
-    )
-    return KSERVE_VENV / "bin" / "python"
+    """The KServe virtualenv's python, created by bench/kserve/setup-venv.sh if needed."""
+    return servers.kserve_python()

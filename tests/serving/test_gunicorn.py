@@ -208,7 +208,7 @@ def test_gunicorn_runs_as_configured(server):
     workers = server.workers()
     assert len(workers) == 2
     # No control socket under ~/.gunicorn (read-only, non-root containers).
-    assert not (server.home / ".gunicorn").exists()
+    assert not (server.workdir / "home" / ".gunicorn").exists()
     # Logs are JSON lines on stdout, the access log included.
     entries = server.json_log()
     assert any(

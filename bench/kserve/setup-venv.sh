@@ -2,7 +2,7 @@
 # Create the KServe virtualenv (default: .venv-kserve at the repository root), or do nothing if
 # it already holds exactly the pins of constraints.txt beside this script. KServe lives apart
 # from .venv because its pins (kubernetes, urllib3) conflict with kfp's.
-#   serving/kserve/setup-venv.sh [VENV]        (also: KSERVE_VENV=..., PYTHON=python3.11)
+#   bench/kserve/setup-venv.sh [VENV]        (also: KSERVE_VENV=..., PYTHON=python3.11)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 venv="${1:-${KSERVE_VENV:-$here/../../.venv-kserve}}"

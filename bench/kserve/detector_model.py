@@ -3,10 +3,10 @@
 A custom `kserve.Model` serving a kubedetect model folder over KServe V1 (`:predict` with
 `{"instances": [{"image": {"b64": ...}}]}`), doing the same work as kubedetect's server: the
 shared image loading, the LiteRT interpreter, the shared decode. Run by the KServe virtualenv
-(serving/kserve/setup-venv.sh) with the repository on PYTHONPATH:
+(bench/kserve/setup-venv.sh) with the repository on PYTHONPATH:
 
     KD_MODEL_DIR=... KD_PORT=8081 KD_WORKERS=1 \
-        .venv-kserve/bin/python serving/kserve/detector_model.py
+        .venv-kserve/bin/python bench/kserve/detector_model.py
 
 Settings come from the environment because KServe parses sys.argv itself at import. KServe
 binds 0.0.0.0 (it has no setting for the address): call it on 127.0.0.1 only.
