@@ -9,9 +9,9 @@ bilinear filter.
 Memory is part of the contract: an image is reduced as early as its format allows (a JPEG while
 it is decoded, any other right after, converted to RGB in bands), so that a 40-megapixel upload
 never exists in more than one full-size copy, and `decode_cost` says from the header alone what
-a decode will hold at its peak, for a server to budget. Pillow and numpy only: the serving image carries no TensorFlow. numpy is
-imported only where an array is made: preprocessing workers go from bytes to JPEG with Pillow
-alone, and start faster without it.
+a decode will hold at its peak, for a server to budget. Pillow and numpy only: the serving
+image carries no TensorFlow. numpy is imported only where an array is made: preprocessing
+workers go from bytes to JPEG with Pillow alone, and start faster without it.
 """
 
 from __future__ import annotations
