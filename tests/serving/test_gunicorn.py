@@ -6,13 +6,18 @@ import base64
 import io
 import json
 import re
+import socket
 import struct
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
 from PIL import Image
+from servers import free_port
+
+from kubedetect.images import reduction
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +69,9 @@ def test_detect_raw_body_multipart_and_jpeg(server, shapes):
     drawn = server.post("/v1/detect?format=jpeg&score_threshold=0&max_detections=4", data=data)
     assert drawn.headers["Content-Type"] == "image/jpeg"
     picture = Image.open(io.BytesIO(drawn.content))
-    assert picture.format == "JPEG" and picture.size == (width, height)
+    # Drawn on the image the model's input was made from: reduced by the decode's rule.
+    factor = reduction((width, height), server.get("/v1/models/detector").json()["input_size"])
+    assert picture.format == "JPEG" and picture.size == (-(-width // factor), -(-height // factor))
 
 
 def test_kserve_v1_predict_batches_several_instances(server, shapes):
@@ -254,3 +261,81 @@ def test_v2_answers_conform_to_the_open_inference_protocol_spec(server, jpeg, oi
     error = server.post("/v2/models/detector/infer", json={"inputs": []})
     assert error.status_code == 400
     check(error.json(), "inference_error_response")
+
+
+def start_slow_upload(port: int) -> socket.socket:
+    """A request whose body is still arriving: it keeps one request thread busy, reading."""
+    client = socket.create_connection(("127.0.0.1", port), timeout=30)
+    client.sendall(
+        b"POST /v1/detect HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+        b"Content-Length: 100000\r\n\r\n" + b"x" * 10
+    )
+    return client
+
+
+def test_probes_are_answered_while_every_request_thread_is_busy(start_server, model_dir):
+    """A worker's two threads each held by an upload that is still arriving, and more requests
+    queued behind them: a probe on the serving port waits behind them past its timeout, while
+    the health port answers at once, from the worker's own probe thread (the kubelet would
+    otherwise restart a healthy pod for being busy)."""
+    health = free_port()
+    server = start_server(
+        model_dir, flags=["--workers", "1", "--threads", "2", "--health-port", str(health)]
+    )
+    probe = f"http://127.0.0.1:{health}"
+    assert requests.get(probe + "/v2/health/ready", timeout=2).json() == {"ready": True}
+    busy = [start_slow_upload(server.port) for _ in range(4)]
+    try:
+        time.sleep(1.0)  # the uploads reach the threads
+        with pytest.raises(requests.Timeout):
+            requests.get(server.url + "/v2/health/live", timeout=2)
+        for _ in range(10):
+            assert requests.get(probe + "/v2/health/live", timeout=2).json() == {"live": True}
+            assert requests.get(probe + "/v2/health/ready", timeout=2).json() == {"ready": True}
+        missing = requests.get(probe + "/metrics", timeout=2)
+        assert missing.status_code == 404 and "error" in missing.json()
+    finally:
+        for client in busy:
+            client.close()
+    server.stop()
+
+
+def read_response(client: socket.socket) -> tuple[bytes, bytes]:
+    """The next HTTP response on `client`: its head and body (sized by Content-Length). Reads
+    byte by byte up to the body, so that a following response stays unread on the socket."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = client.recv(1)
+        assert byte, f"the server closed the connection mid-response: {head!r}"
+        head += byte
+    length = int(re.search(rb"(?im)^content-length: *(\d+)", head).group(1))
+    body = b""
+    while len(body) < length:
+        chunk = client.recv(length - len(body))
+        assert chunk, "the server closed the connection mid-response"
+        body += chunk
+    return head[:-4], body
+
+
+def test_a_keep_alive_client_is_answered_in_order_however_it_sends(server, jpeg):
+    """One connection: requests sent one after the other, after a pause, and several at once
+    (pipelined, in one write) are each answered, in order, on the same connection."""
+    detect = (
+        b"POST /v1/detect HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(jpeg) + jpeg
+    )
+    model = b"GET /v1/models/detector HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    missing = b"GET /v1/models/nobody HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as client:
+        for request, status in [(detect, b"200"), (model, b"200"), (missing, b"404")]:
+            client.sendall(request)
+            head, body = read_response(client)
+            assert head.split(b" ")[1] == status, head
+        time.sleep(0.2)
+        client.sendall(model)
+        assert read_response(client)[0].split(b" ")[1] == b"200"
+        client.sendall(missing + detect + model)
+        answers = [read_response(client) for _ in range(3)]
+    assert [head.split(b" ")[1] for head, _ in answers] == [b"404", b"200", b"200"]
+    assert b'"detections"' in answers[1][1]
+    assert b'"name":"detector"' in answers[2][1].replace(b" ", b"")
