@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,16 +27,11 @@ from pathlib import Path
 
 from bench.report import table, verdict, write_section
 from bench.train import IMAGES, WORK, load
+from tests.servers import free_port
 
 MINUTES_TARGET, MAP_TARGET = 15.0, 0.85
 SCREENSHOT = IMAGES / "web-page.png"
 STEPS = {1: "synthetic data", 2: "the pipeline (kfp.local)", 3: "summary, server start-up"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ready(port: int) -> bool:

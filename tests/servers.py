@@ -18,8 +18,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
@@ -142,6 +144,62 @@ def serve(
     } | (env or {})
     argv = [sys.executable, "-m", "kubedetect.cli", "serve", str(model_dir), *flags]
     return Server(argv, workdir, port=port, env=environ, session=session, preexec_fn=preexec_fn)
+
+
+UNTRAINED_CLASSES = ("circle", "square", "triangle")
+
+
+def untrained_models(
+    out_dir: str, *, input_size: int = 128, modes: Sequence[str] = ("float32", "int8")
+) -> str:
+    """Untrained but real model folders (one per mode), made by the project's own build and
+    conversion code (calibrated on random pixels): the files `kubedetect serve` takes from
+    training. The speed of a model does not depend on its weights."""
+    from kubedetect.model import build_detector
+    from kubedetect.modelcard import ModelCard, TensorSpec
+    from kubedetect.quantize import convert, write_variant
+
+    model = build_detector(len(UNTRAINED_CLASSES), input_size)
+    source = ModelCard(
+        kind="keras",
+        variant="float",
+        file="model.keras",
+        sha256="0" * 64,
+        classes=UNTRAINED_CLASSES,
+        input_size=input_size,
+        stride=4,
+        input=TensorSpec("image", "float32"),
+        outputs={name: TensorSpec(name, "float32") for name in ("heatmap", "size", "offset")},
+        provenance={"note": "untrained, for the serving tests and benchmarks"},
+    )
+    rng = np.random.default_rng(0)
+    calibration = [
+        rng.integers(0, 256, (1, input_size, input_size, 3)).astype(np.float32) for _ in range(8)
+    ]
+    for mode in modes:
+        write_variant(out_dir, mode, convert(model, mode, calibration), source)
+    return out_dir
+
+
+def uploads(url: str, data: bytes, count: int, content_type: str = "image/png") -> list[tuple]:
+    """`count` uploads of `data` to `url` at once, raw and (every other one) as a browser's form;
+    for each (status, content type, body), or (-1, the error's name, b"") for a connection
+    that failed (a worker killed mid-request)."""
+
+    def send(i: int) -> tuple:
+        try:
+            if i % 2:
+                r = requests.post(url, files={"image": ("up", data, content_type)}, timeout=300)
+            else:
+                r = requests.post(
+                    url, data=data, headers={"Content-Type": content_type}, timeout=300
+                )
+        except requests.RequestException as exc:
+            return -1, type(exc).__name__, b""
+        return r.status_code, r.headers.get("Content-Type", ""), r.content
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(send, range(count)))
 
 
 def kserve_python() -> Path:

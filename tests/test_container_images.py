@@ -21,7 +21,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -30,6 +29,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from servers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TAG = "test"
@@ -118,12 +118,6 @@ def python_in(image: str, code: str, *run_args: str, timeout: float = 300) -> st
         timeout=timeout,
     )
     return done.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def world_writable(path: Path) -> Path:

@@ -13,11 +13,11 @@ stderr and a non-zero exit, never a traceback, and never a request to a server.
 from __future__ import annotations
 
 import json
-import socket
 
 import jsonschema
 import pytest
 import yaml
+from servers import free_port
 
 from components.tfjob import build_tfjob, to_manifest
 from kubedetect.cli import main
@@ -56,12 +56,6 @@ def tfjob_schema(tfjob_crd):
 
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("kubedetect: error:")]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def yaml_documents(path) -> list[dict]:
@@ -304,7 +298,7 @@ def test_submit_to_an_existing_experiment_adds_the_run_to_it(capsys):
 
 @pytest.mark.timeout(60)
 def test_submit_to_a_closed_port_fails_fast_naming_the_host(capsys, caplog):
-    host = f"http://127.0.0.1:{closed_port()}"
+    host = f"http://127.0.0.1:{free_port()}"
     assert submit(host, "--param", DATA_URI) != 0
     stderr = capsys.readouterr().err
     (line,) = error_lines(stderr)

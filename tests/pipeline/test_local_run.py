@@ -7,7 +7,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import urllib.request
 import pytest
 import yaml
 from PIL import Image
+from servers import free_port
 
 from kubedetect.data.synth import synthesize
 from pipelines.run import run_local
@@ -31,12 +31,6 @@ def voc(tmp_path_factory):
     return root
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str, timeout: float = 5.0):
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return response.status, response.read()
@@ -44,7 +38,7 @@ def _get(url: str, timeout: float = 5.0):
 
 @pytest.mark.timeout(1500)
 def test_demo_runs_the_pipeline_and_serves_the_gated_model(voc, tmp_path):
-    out, port = tmp_path / "demo", _free_port()
+    out, port = tmp_path / "demo", free_port()
     command = [
         sys.executable,
         "-m",
@@ -182,7 +176,7 @@ def test_train_step_fails_fast_and_clearly_when_the_cluster_is_unreachable(
     from components.train import train
     from kubedetect.config import ClusterConfig, to_dict
 
-    port = _free_port()
+    port = free_port()
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         yaml.safe_dump(

@@ -3,11 +3,10 @@ clearly (never hanging) when the cluster cannot be reached."""
 
 from __future__ import annotations
 
-import socket
-
 import jsonschema
 import pytest
 import yaml
+from servers import free_port
 
 from components.tfjob import TrainingJobError, build_tfjob, run_tfjob, to_manifest
 from kubedetect.config import ClusterConfig
@@ -69,15 +68,9 @@ def test_tfjob_is_shaped_for_the_training_operator():
     assert pod["automountServiceAccountToken"] is False
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(60)
 def test_unreachable_cluster_fails_fast_naming_job_and_endpoint(tmp_path):
-    port = _closed_port()
+    port = free_port()
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         yaml.safe_dump(

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import servers
 from PIL import Image
-from servers import Server, serve
+from servers import Server, serve, untrained_models
 
 # -- models -------------------------------------------------------------------------------------
 
@@ -28,7 +28,7 @@ def model_variants(request, tmp_path_factory) -> Path:
         return Path(request.getfixturevalue("quantized_models"))
     except pytest.FixtureLookupError:
         out = tmp_path_factory.mktemp("untrained-models")
-        return Path(make_quantized_models(str(out)))
+        return Path(untrained_models(str(out)))
 
 
 @pytest.fixture(scope="session")
@@ -44,38 +44,6 @@ def trained(request) -> bool:
 @pytest.fixture(scope="session")
 def model_dir(model_variants) -> Path:
     return model_variants / "int8"
-
-
-UNTRAINED_CLASSES = ("circle", "square", "triangle")
-
-
-def make_quantized_models(out_dir: str, *, input_size: int = 128, modes=("float32", "int8")) -> str:
-    """An untrained but real model folder, made by the project's own build and conversion code
-    (calibrated on random pixels): the files `kubedetect serve` takes from training."""
-    from kubedetect.model import build_detector
-    from kubedetect.modelcard import ModelCard, TensorSpec
-    from kubedetect.quantize import convert, write_variant
-
-    model = build_detector(len(UNTRAINED_CLASSES), input_size)
-    source = ModelCard(
-        kind="keras",
-        variant="float",
-        file="model.keras",
-        sha256="0" * 64,
-        classes=UNTRAINED_CLASSES,
-        input_size=input_size,
-        stride=4,
-        input=TensorSpec("image", "float32"),
-        outputs={name: TensorSpec(name, "float32") for name in ("heatmap", "size", "offset")},
-        provenance={"note": "untrained, for serving tests"},
-    )
-    rng = np.random.default_rng(0)
-    calibration = [
-        rng.integers(0, 256, (1, input_size, input_size, 3)).astype(np.float32) for _ in range(8)
-    ]
-    for mode in modes:
-        write_variant(out_dir, mode, convert(model, mode, calibration), source)
-    return out_dir
 
 
 # -- images -------------------------------------------------------------------------------------

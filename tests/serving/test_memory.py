@@ -17,12 +17,10 @@ import io
 import re
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import requests
 from PIL import Image
-from servers import MemoryCgroup
+from servers import MemoryCgroup, uploads
 
 from serving.memory import resident
 
@@ -56,19 +54,6 @@ class PeakSampler(threading.Thread):
             self.peak = max(self.peak, sum(resident(pid) for pid in pids))
 
 
-def send(server, png: bytes, i: int, fmt: str) -> tuple[int, str, bytes]:
-    """One upload, raw or (every other one) as a browser's form; (status, type, body)."""
-    url = f"{server.url}/v1/detect?format={fmt}"
-    try:
-        if i % 2:
-            r = requests.post(url, files={"image": ("big.png", png, "image/png")}, timeout=300)
-        else:
-            r = requests.post(url, data=png, headers={"Content-Type": "image/png"}, timeout=300)
-    except requests.RequestException as exc:  # a worker killed mid-request
-        return -1, type(exc).__name__, b""
-    return r.status_code, r.headers.get("Content-Type", ""), r.content
-
-
 def test_heavy_uploads_are_served_within_the_memory_limit(
     start_server, model_dir, jpeg, bomb_png, artifacts_dir
 ):
@@ -88,12 +73,7 @@ def test_heavy_uploads_are_served_within_the_memory_limit(
         for count in (8, 32):
             for fmt in ("json", "jpeg"):
                 started = time.monotonic()
-                with ThreadPoolExecutor(count) as pool:
-                    answers = list(
-                        pool.map(
-                            send, [server] * count, [bomb_png] * count, range(count), [fmt] * count
-                        )
-                    )
+                answers = uploads(f"{server.url}/v1/detect?format={fmt}", bomb_png, count)
                 statuses = sorted(status for status, _, _ in answers)
                 outcomes[(count, fmt)] = (statuses, time.monotonic() - started)
                 for status, kind, body in answers:
