@@ -30,14 +30,26 @@ REPO = Path(__file__).resolve().parent.parent
 K8S = REPO / "k8s"
 
 # Every kustomization in k8s/, by the directory `kubectl apply -k` takes.
-KUSTOMIZATIONS = ["base", "overlays/kind", "overlays/gpu", "tfjob", "kind/e2e/tfjob"]
+KUSTOMIZATIONS = [
+    "base",
+    "overlays/kind",
+    "overlays/gpu",
+    "overlays/kserve",
+    "tfjob",
+    "kind/e2e/tfjob",
+]
 # Plain manifests applied with `kubectl apply -f` (the kind end-to-end run's Jobs).
 PLAIN_FILES = ["kind/e2e/data-job.yaml", "kind/e2e/quantize-job.yaml"]
 SOURCES = KUSTOMIZATIONS + PLAIN_FILES
 # Those that hold only TFJobs (no built-in kinds for kubernetes-validate).
 TFJOB_ONLY = ["tfjob", "kind/e2e/tfjob"]
 KUBERNETES_VERSIONS = ["1.30.0", "1.37.0"]
-CRD_KINDS = {("kubeflow.org/v1", "TFJob")}
+# Custom resources: TFJobs checked below, the KServe overlay's in test_k8s_kserve.py.
+CRD_KINDS = {
+    ("kubeflow.org/v1", "TFJob"),
+    ("serving.kserve.io/v1beta1", "InferenceService"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+}
 PIPELINE_ARGS = ["/workspace/shards/r1", "/workspace/models/r1"]
 POD_OWNERS = {"Deployment", "Job", "StatefulSet", "DaemonSet", "ReplicaSet", "Pod", "CronJob"}
 
@@ -441,8 +453,11 @@ def test_probes_follow_the_open_inference_protocol(source):
     assert startup["httpGet"]["path"] == "/v2/health/live"
     # The model load and warm-up get at least a minute before liveness may restart the pod.
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 60
+    # Probes go to the health port, answered by each worker apart from its request threads.
+    health = {p["name"]: p["containerPort"] for p in container["ports"]}["health"]
+    assert int(serving_settings(source)["KUBEDETECT_HEALTH_PORT"]) == health
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-        assert container[probe]["httpGet"]["port"] in ("http", port)
+        assert container[probe]["httpGet"]["port"] in ("health", health)
 
 
 @pytest.mark.parametrize("source", ["base", "overlays/kind", "overlays/gpu"])
