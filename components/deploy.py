@@ -10,7 +10,8 @@ def deploy(
 
     target='local': into the local registry `serving_dir` (its `current` link), where
     `kubedetect serve` picks it up. target='cluster': into the workspace volume's models/ folder,
-    then a rolling update of the serving Deployment to it, waited for.
+    then a rolling update of the serving Deployment to it, waited for. target='inferenceservice':
+    the same, for KServe's InferenceService of that name (k8s/overlays/kserve).
     """
     import json
     import os
@@ -25,12 +26,19 @@ def deploy(
         current = os.path.join(serving_dir, registry.CURRENT)
         print(f"deployed {variant} model to {installed} ({current})")
         return installed
-    if target != "cluster":
-        raise ValueError(f"target must be 'cluster' or 'local', got {target!r}")
+    if target not in ("cluster", "inferenceservice"):
+        raise ValueError(f"target must be 'cluster', 'inferenceservice' or 'local', got {target!r}")
     from components.rollout import roll_deployment
 
     config = ClusterConfig(**json.loads(cluster))
     installed = registry.install(folder, os.path.join(config.workspace_mount, "models"))
+    if target == "inferenceservice":
+        from components.inferenceservice import roll_inference_service, storage_uri
+
+        uri = storage_uri(config.workspace_pvc, f"models/{os.path.basename(installed)}")
+        sha256 = ModelCard.load(folder).sha256
+        roll_inference_service(config.serving_deployment, config.namespace, uri, sha256)
+        return uri
     in_pod = f"{config.serving_models_mount}/{os.path.basename(installed)}"
     roll_deployment(
         config.serving_deployment, config.namespace, in_pod, ModelCard.load(folder).sha256

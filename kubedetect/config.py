@@ -257,7 +257,8 @@ class ClusterConfig:
         "kubedetect-trainer", "Service account of TFJob pods (they need no API access)."
     )
     serving_deployment: str = option(
-        "kubedetect-server", "The serving Deployment that deploy rolls to a new model."
+        "kubedetect-server",
+        "The serving Deployment (or InferenceService) that deploy rolls to a new model.",
     )
     serving_models_mount: str = option(
         "/models", "Where the serving pods mount the workspace's models/ folder."
@@ -423,6 +424,8 @@ class PipelineConfig:
         "launcher inside the step.",
     )
     deploy_to: str = option(
-        "cluster", "'cluster' rolls the serving Deployment; 'local' installs into a folder."
+        "cluster",
+        "'cluster' rolls the serving Deployment; 'inferenceservice' rolls KServe's "
+        "InferenceService of that name (k8s/overlays/kserve); 'local' installs into a folder.",
     )
     parallelism: int = option(4, "Shards preprocessed at the same time (ParallelFor).")

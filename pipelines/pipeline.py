@@ -46,9 +46,10 @@ def build_pipeline(
     """The pipeline function for these compile-time settings."""
     if settings.launcher not in ("tfjob", "local"):
         raise KubedetectError(f"--launcher must be 'tfjob' or 'local', got {settings.launcher!r}")
-    if settings.deploy_to not in ("cluster", "local"):
+    if settings.deploy_to not in ("cluster", "inferenceservice", "local"):
         raise KubedetectError(
-            f"--deploy-to must be 'cluster' or 'local', got {settings.deploy_to!r}"
+            "--deploy-to must be 'cluster', 'inferenceservice' or 'local', "
+            f"got {settings.deploy_to!r}"
         )
 
     def component(func):

@@ -116,3 +116,20 @@ def test_kserve_makes_the_serving_objects_and_the_base_s_policies_select_its_pod
     (endpoint,) = monitor["podMetricsEndpoints"]
     (container,) = predictor["containers"]
     assert endpoint["port"] == container["ports"][0]["name"] and endpoint["path"] == "/metrics"
+
+
+def test_the_pipeline_may_roll_exactly_this_inference_service():
+    """The deploy step (--deploy-to inferenceservice) patches the InferenceService and reads the
+    Deployment KServe names after it; the Role grants that, by name, and nothing on others."""
+    name = one("InferenceService")["metadata"]["name"]
+    rules = one("Role")["rules"]
+    granted = {
+        (group, resource, tuple(rule.get("resourceNames", ())), tuple(rule["verbs"]))
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert ("serving.kserve.io", "inferenceservices", (name,), ("get", "watch", "patch")) in granted
+    assert ("apps", "deployments", (f"{name}-predictor",), ("get", "watch")) in granted
+    deployments = {names for group, resource, names, _ in granted if resource == "deployments"}
+    assert deployments == {(f"{name}-predictor",)}
