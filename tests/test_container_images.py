@@ -137,7 +137,7 @@ print(json.dumps({
     "distributions": sorted({d.metadata["Name"].lower() for d in md.distributions()}),
     "modules": {m: iu.find_spec(m) is not None for m in
                 ("tensorflow", "keras", "ai_edge_litert", "flask", "gunicorn", "prometheus_client",
-                 "kubedetect", "serving")},
+                 "kubedetect", "serving", "kserve", "serving.kserve")},
 }))
 """
 
@@ -157,6 +157,8 @@ def test_server_image_has_no_tensorflow(images):
     ):
         assert found["modules"][module], f"{module} is missing from the server image"
     assert "pip" not in found["distributions"], "the service installs nothing at run time"
+    # KServe's model server is a benchmark's peer (bench/kserve/), not part of the service.
+    assert not found["modules"]["kserve"] and not found["modules"]["serving.kserve"]
 
 
 def test_server_image_fits_its_budget(images):
@@ -238,8 +240,9 @@ def wait_until_ready(url: str, container: str, tries: int = 240) -> None:
 @contextlib.contextmanager
 def serving(image: str, model_dir: Path, workers: int = 2):
     """The server image serving `model_dir` as a pod would run it: non-root, read-only root,
-    a tmpfs /tmp, no capabilities, the model mounted read-only; bound to 127.0.0.1 only."""
-    port = free_port()
+    a tmpfs /tmp, no capabilities, the model mounted read-only, probes on a port of their own;
+    bound to 127.0.0.1 only. Yields the container's name, its URL and its probes' URL."""
+    port, health = free_port(), free_port()
     name = f"kubedetect-test-server-{uuid.uuid4().hex[:8]}"
     docker(
         "run", "--detach", "--name", name, "--network", "host",
@@ -247,11 +250,12 @@ def serving(image: str, model_dir: Path, workers: int = 2):
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
         "-v", f"{model_dir}:/models/serving:ro",
         image, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        "--health-port", str(health),
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(f"{base}/v2/health/ready", name)
-        yield name, base
+        yield name, base, f"http://127.0.0.1:{health}"
     finally:
         docker("rm", "--force", name, check=False)
 
@@ -274,9 +278,12 @@ def detect(base: str, width: int = 200, height: int = 150) -> dict:
 
 
 def test_server_serves_a_quantized_model_read_only_and_non_root(images, quantized_model):
-    with serving(images["server"], quantized_model) as (name, base):
+    with serving(images["server"], quantized_model) as (name, base, probes):
         status, body = http("GET", f"{base}/v2/health/live")
         assert status == 200, body
+        for probe in ("live", "ready"):  # what the kubelet asks, on the health port
+            status, body = http("GET", f"{probes}/v2/health/{probe}")
+            assert status == 200 and json.loads(body) == {probe: True}, body
         for detection in detect(base)["detections"]:
             assert detection["label"] in ("circle", "square", "triangle")
 
@@ -413,5 +420,5 @@ def test_a_model_trained_in_containers_is_quantized_and_served(images, two_worke
     )  # fmt: skip
     model = work / "quantized" / "int8"
     assert (model / "model.tflite").is_file() and (model / "model.json").is_file()
-    with serving(images["server"], model, workers=1) as (_, base):
+    with serving(images["server"], model, workers=1) as (_, base, _probes):
         detect(base)
