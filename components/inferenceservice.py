@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 
 from components.apierrors import one_line
-from components.rollout import MODEL_ANNOTATION, RolloutError
+from components.rollout import MODEL_ANNOTATION, RolloutError, load_config
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 CONTAINER = "kserve-container"  # KServe's name for a custom predictor's container
@@ -93,19 +93,10 @@ def roll_inference_service(
     poll_seconds: int = 5,
     log: Callable[[str], None] = print,
 ) -> None:
-    from kubernetes import client, config  # noqa: PLC0415
+    from kubernetes import client  # noqa: PLC0415
 
     where = f"InferenceService {namespace}/{name}"
-    try:
-        if kubeconfig:
-            config.load_kube_config(config_file=kubeconfig)
-        else:
-            try:
-                config.load_incluster_config()
-            except config.ConfigException:
-                config.load_kube_config()
-    except Exception as exc:
-        raise RolloutError(f"{where}: no Kubernetes configuration ({one_line(exc)})") from None
+    load_config(where, kubeconfig)
     custom, apps = client.CustomObjectsApi(), client.AppsV1Api()
     where = f"{where} at {custom.api_client.configuration.host}"
     address = (GROUP, VERSION, namespace, PLURAL, name)

@@ -43,6 +43,23 @@ def rollout_patch(model_path: str, sha256: str) -> dict:
     }
 
 
+def load_config(where: str, kubeconfig: str | None) -> None:
+    """The Kubernetes client's configuration: `kubeconfig` if given, else the pod's service
+    account, else ~/.kube/config; a RolloutError naming `where` without any."""
+    from kubernetes import config  # noqa: PLC0415
+
+    try:
+        if kubeconfig:
+            config.load_kube_config(config_file=kubeconfig)
+        else:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+    except Exception as exc:
+        raise RolloutError(f"{where}: no Kubernetes configuration ({_one_line(exc)})") from None
+
+
 def roll_deployment(
     name: str,
     namespace: str,
@@ -54,19 +71,10 @@ def roll_deployment(
     poll_seconds: int = 5,
     log: Callable[[str], None] = print,
 ) -> None:
-    from kubernetes import client, config  # noqa: PLC0415
+    from kubernetes import client  # noqa: PLC0415
 
     where = f"Deployment {namespace}/{name}"
-    try:
-        if kubeconfig:
-            config.load_kube_config(config_file=kubeconfig)
-        else:
-            try:
-                config.load_incluster_config()
-            except config.ConfigException:
-                config.load_kube_config()
-    except Exception as exc:
-        raise RolloutError(f"{where}: no Kubernetes configuration ({_one_line(exc)})") from None
+    load_config(where, kubeconfig)
     apps = client.AppsV1Api()
     where = f"{where} at {apps.api_client.configuration.host}"
     try:
