@@ -13,12 +13,14 @@ The LiteRT interpreters are not thread-safe, and only the batcher thread ever to
   as much per image as single images do, so waiting buys nothing there (docs/SERVING.md).
 - Deadlines: every request waits at most until its deadline (503 after that); an image whose
   request gave up is skipped, not computed.
-- Supervision: the batcher thread runs the warm-up, then batches, under a supervisor loop. If
-  the interpreter fails on a batch (or the thread's own code does), the batch's requests get 503,
-  the worker turns not ready, and the interpreters are rebuilt and warmed up again; the worker is
-  ready once that succeeds. After `max_restarts` failed attempts in a row, or a batch that has
-  run for `stall_seconds` (a hung interpreter, which no thread can interrupt), `on_give_up` is
-  called: in Gunicorn the worker then exits, and the master starts a fresh one.
+- Supervision: the batcher thread runs the warm-up, then batches, under a supervisor loop. A
+  model whose first warm-up fails leaves the worker live and never ready, saying why. If the
+  interpreter fails on a batch later (or the thread's own code does), the batch's requests get
+  503, the worker turns not ready, and the interpreters are rebuilt and warmed up again; the
+  worker is ready once that succeeds. After `max_restarts` failed attempts in a row, a batch
+  that has run for `stall_seconds` (a hung interpreter, which no thread can interrupt), or a
+  batcher thread found dead, `on_give_up` is called: in Gunicorn the worker then exits, and the
+  master starts a fresh one.
 """
 
 from __future__ import annotations
