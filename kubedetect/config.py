@@ -341,7 +341,16 @@ class TrainConfig:
     )
     colour_jitter: float = option(0.2, "Strength of brightness, contrast and saturation jitter.")
     shuffle_buffer: int = option(2048, "Examples in the shuffle buffer of each worker.")
-    cache: bool = option(True, "Keep decoded training images in memory (images x S x S x 3 bytes).")
+    cache: str = option(
+        "auto",
+        "Decoded training images in memory: 'auto' when this worker's share fits --cache-budget "
+        "(else streamed from the shards every epoch), 'memory' always, 'none' never.",
+    )
+    cache_budget: float = option(
+        0.5,
+        "Share of the process's memory limit (KUBEDETECT_MEMORY_LIMIT, else the cgroup's "
+        "memory.max, else RAM) that --cache auto may fill with decoded images.",
+    )
     checkpoint_dir: str | None = option(
         None,
         "Checkpoints, shared by all workers (a volume or bucket on a cluster); a restarted job "
@@ -354,11 +363,22 @@ class TrainConfig:
     cluster_timeout: float = option(
         600.0, "Seconds to wait for every worker of TF_CONFIG to come up before failing."
     )
-    threads: int = option(0, "CPU threads for TensorFlow ops in this process. 0: all cores.")
+    threads: int = option(
+        0,
+        "CPU threads for TensorFlow ops and tf.data in this process. 0: the cores available "
+        "(KUBEDETECT_CPUS, else the cgroup's CPU quota, else the CPUs it may run on).",
+    )
     eval_every: int = option(
-        1, "Epochs between validation mAP measurements on the chief (0: at the end)."
+        1,
+        "Epochs between validation mAP measurements (every worker predicts its slice of the "
+        "val split; the chief scores them). 0: at the end only.",
     )
     eval_images: int = option(0, "Validation images for the per-epoch mAP. 0: the whole split.")
+    log_every: int = option(
+        50,
+        "Steps between readings of the running loss for the progress bar (a host sync each; "
+        "never read when no bar is shown). The epoch's loss is read once, at its end.",
+    )
     mixed_precision: bool = option(True, "float16 compute on GPUs (ignored without a GPU).")
     progress: bool = option(True, "Show a progress bar per epoch (on terminals only).")
 
@@ -378,7 +398,11 @@ class EvalConfig:
     )
     max_detections: int = option(100, "Detections per image (COCO's maxDets).")
     batch_size: int = option(16, "Images per forward pass.")
-    threads: int = option(0, "CPU threads of the TFLite interpreter. 0: all cores.")
+    threads: int = option(
+        0,
+        "CPU threads of the model (TFLite interpreter or TensorFlow). 0: the cores available "
+        "(KUBEDETECT_CPUS, else the cgroup's CPU quota).",
+    )
     max_images: int = option(0, "Evaluate only the first N images of the split. 0: all.")
     plots: bool = option(
         True, "Write the plots (PR curves, confusion matrix, image grid, training curves)."

@@ -6,8 +6,11 @@ N workers, hosts mapped to free localhost ports, and the worker's own index. Not
 training code path: the workers cannot tell the difference.
 
 - Their output is streamed line by line, each line prefixed with "[worker i]".
-- Threads: N workers share this machine's cores, so each gets cores // N op threads (unless
-  --threads says otherwise).
+- Threads: N workers share this machine's cores (the pod's, by kubedetect.resources), so each
+  gets cores // N op threads (unless --threads says otherwise).
+- Memory: N workers share one memory limit (KUBEDETECT_MEMORY_LIMIT, the cgroup's, or RAM), so
+  each is told limit // N in its KUBEDETECT_MEMORY_LIMIT, which sizes its training cache: one
+  pod's worth of memory is not promised to every worker.
 - If a worker fails, the others are stopped and the launcher exits with the failed worker's
   status. They are stopped with SIGKILL: MultiWorkerMirroredStrategy traps SIGTERM, and a
   worker waiting in a collective op for a dead peer would not notice anything else.
@@ -31,7 +34,7 @@ import time
 from contextlib import ExitStack
 
 from kubedetect.errors import KubedetectError
-from kubedetect.resources import available_cores
+from kubedetect.resources import MEMORY_ENV, available_cores, memory_limit, parse_quantity
 
 POLL_SECONDS = 0.2
 
@@ -94,6 +97,9 @@ def launch(
     base_env = dict(os.environ if env is None else env)
     base_env.pop("TF_CONFIG", None)
     base_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    explicit = base_env.get(MEMORY_ENV, "").strip()
+    shared = int(parse_quantity(explicit)) if explicit else memory_limit()
+    base_env[MEMORY_ENV] = str(shared // workers)
     base_env["PYTHONUNBUFFERED"] = "1"
 
     lock = threading.Lock()
