@@ -274,7 +274,8 @@ def train(
         f"{cluster.name}: training {model.count_params():,} parameters on {train_images} images "
         f"({len(classes)} classes, {image_size} px) for {config.epochs} epochs of "
         f"{steps_per_epoch} steps, global batch {config.batch_size} over {replicas} replica(s)"
-        f"{', mixed precision' if mixed else ''}, {threads} CPU thread(s)"
+        f"{', mixed precision' if mixed else ''}, "
+        f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'} CPU op thread(s)"
     )
     train_seconds = history[-1]["train_seconds"] if history else 0.0
     metrics: dict = {}
