@@ -8,7 +8,14 @@ import sys
 import time
 from pathlib import Path
 
-ORDER = ["preprocess", "train", "quantize", "serve", "images"]  # others follow alphabetically
+ORDER = [
+    "preprocess",
+    "train",
+    "train_memory",
+    "quantize",
+    "serve",
+    "images",
+]  # others follow alphabetically
 
 
 def main(argv: list[str]) -> int:
