@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from bench.report import table, verdict, write_section
-from bench.train import IMAGES, WORK, history, load, python, run
+from bench.train import IMAGES, WORK, history, load, python, run, save_plot
 
 RUNS = {  # label: extra flags
     "default (--cache auto)": [],
@@ -137,12 +137,7 @@ def plot(results: list[dict], limit_bytes: int, path: Path) -> Path:
         ax.plot([x / 60 for x in t], [r / 2**30 for r in rss], label=result["label"])
     ax.axhline(limit_bytes / 2**30, color="grey", linestyle="--", linewidth=1, label="budget")
     ax.set(xlabel="minutes since start", ylabel="RSS (GiB)", title="training memory, one epoch")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_plot(fig, ax, path, legend="upper left")
 
 
 def gib(size: float) -> str:
