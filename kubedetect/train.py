@@ -70,6 +70,8 @@ def train(
     devices); by default the one TF_CONFIG and the visible GPUs call for.
     """
     config, model_config = config or TrainConfig(), model_config or ModelConfig()
+    if config.cache not in CACHE_MODES:
+        raise KubedetectError(f"--cache {config.cache!r}: expected one of {', '.join(CACHE_MODES)}")
     started = time.perf_counter()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras  # noqa: PLC0415 - TensorFlow only once training starts
@@ -86,9 +88,6 @@ def train(
     from kubedetect.preprocess import load_manifest, shard_paths  # noqa: PLC0415
     from kubedetect.resources import available_cores  # noqa: PLC0415
     from kubedetect.validation import Validation  # noqa: PLC0415
-
-    if config.cache not in CACHE_MODES:
-        raise KubedetectError(f"--cache {config.cache!r}: expected one of {', '.join(CACHE_MODES)}")
 
     # -- 1. the cluster ---------------------------------------------------------------------
     cluster = clusters.Cluster.from_env()

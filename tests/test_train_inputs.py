@@ -153,3 +153,11 @@ def test_the_cache_is_used_only_when_the_decoded_share_fits_the_budget():
     assert cache_plan(18_000, 256, dataclasses.replace(auto, cache="memory"), limit)[0]
     assert not cache_plan(10, 256, dataclasses.replace(auto, cache="none"), limit)[0]
     assert cache_plan(18_000, 256, dataclasses.replace(auto, cache_budget=0.9), limit)[0]
+
+
+def test_an_unknown_cache_mode_is_a_clear_error(synth_shards, tmp_path, capsys):
+    from kubedetect.train import main
+
+    assert main([str(synth_shards), str(tmp_path / "model"), "--cache", "sometimes"]) == 1
+    assert "--cache 'sometimes': expected one of auto, memory, none" in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()
