@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -83,6 +84,7 @@ def train_once(label: str, shards: Path, flags: list[str], limit: str, epochs: i
     """One training run; its peak RSS, RSS samples, cache decision and throughput."""
     slug = re.sub(r"[^a-z]+", "-", label.lower()).strip("-")
     model, log = WORK / "memory" / f"model-{slug}", WORK / "memory" / f"train-{slug}.log"
+    shutil.rmtree(model, ignore_errors=True)  # a fresh run, never a resumed one
     command = python("-m", "kubedetect.train", str(shards), str(model))
     command += ["--epochs", str(epochs), "--no-progress", *flags]
     env = dict(
