@@ -114,12 +114,18 @@ def train_once(label: str, shards: Path, flags: list[str], limit: str, epochs: i
     if process.returncode:
         raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}); see {log}")
     decision = next(line.split("cache: ", 1)[1].strip() for line in output if "cache: " in line)
+    digest = next(
+        re.search(r"weights sha256 ([0-9a-f]+)", line)[1]
+        for line in output
+        if "weights sha256" in line
+    )
     rows = history(model)
     return {
         "label": label,
         "peak": usage.ru_maxrss * 1024,
         "samples": samples,
         "decision": decision,
+        "weights": digest,
         "images_per_second": rows[-1]["images_per_second"],
         "wall": time.perf_counter() - started,
         "load": f"{before} -> {load()}",
@@ -199,7 +205,16 @@ Target: peak RSS with the default settings within the {args.limit} budget: {verd
         else "which also fits at this size"
     }). The earlier default also held the val
 split in the chief's memory (twice while loading it); validation now streams on every worker,
-so neither run here holds it.
+so neither run here holds it. The rise at the end of both runs is that validation, mostly
+pycocotools scoring {splits.get("val", 0):,} images with up to 100 detections each;
+`--eval-images` bounds it.
+
+{
+        "Both runs end with the same weights (sha256 " + default["weights"][:16] + "...): "
+        "streamed from the shards, training sees exactly the data the cache would give it."
+        if default["weights"] == everything["weights"]
+        else "**The two runs end with different weights**: streaming and caching gave different data."
+    }
 
 A memory measurement on a machine shared with other work: the images/s beside it vary with the
 load, the peaks do not.
