@@ -6,22 +6,26 @@ kubedetect package they import.
 
 Caching: Kubeflow Pipelines reuses a step's outputs when its inputs are the same, and `data_uri`
 is only a path. `plan_shards` (never cached) fingerprints the folder on every run
-(kubedetect.data.fingerprint) and `preprocess_shard` takes the fingerprint as an input, so the
-shards, and everything after them, are made again exactly when the data has changed.
+(kubedetect.data.fingerprint) and every `preprocess_shard` takes the fingerprint as an input, so
+the shards, and everything after them, are made again exactly when the data has changed.
 """
 
-from typing import List, NamedTuple  # noqa: UP035 - KFP reads typing.List in signatures
+from typing import List  # noqa: UP035 - KFP reads typing.List in signatures
 
 from kfp.dsl import Dataset, Input, Markdown, Output
 
 
 def plan_shards(
-    data_uri: str, num_shards: int, classes: str, val_fraction: float, report: Output[Markdown]
-) -> NamedTuple("Outputs", [("shards", List[int]), ("data_fingerprint", str)]):  # noqa: UP006, UP014
+    data_uri: str,
+    num_shards: int,
+    classes: str,
+    val_fraction: float,
+    report: Output[Markdown],
+) -> List[dict]:  # noqa: UP006
     """Read every annotation (no image yet), fail early on unusable input, show what was found,
-    and return the shard indices to fan out over and the data folder's fingerprint."""
-    from collections import namedtuple
-
+    take the data folder's fingerprint, and return what to fan out over: one item per shard,
+    its index and the fingerprint. (Inside the loop, so that each shard step gets it as an
+    input: kfp.local hands a ParallelFor body no other task's outputs.)"""
     from kubedetect.config import DataConfig
     from kubedetect.data.fingerprint import fingerprint
     from kubedetect.data.report import KINDS
@@ -53,8 +57,7 @@ def plan_shards(
     with open(report.path, "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"data fingerprint {taken.digest} ({taken.files} files under {data_uri})")
-    outputs = namedtuple("Outputs", ["shards", "data_fingerprint"])
-    return outputs(list(range(num_shards)), taken.digest)
+    return [{"shard_index": i, "data_fingerprint": taken.digest} for i in range(num_shards)]
 
 
 def preprocess_shard(

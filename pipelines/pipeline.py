@@ -92,15 +92,15 @@ def build_pipeline(
             data_uri=data_uri, num_shards=num_shards, classes=classes, val_fraction=val_fraction
         )
         plan.set_display_name("plan shards")
-        with dsl.ParallelFor(plan.outputs["shards"], parallelism=settings.parallelism) as index:
+        with dsl.ParallelFor(plan.outputs["Output"], parallelism=settings.parallelism) as item:
             shard = shard_op(
                 data_uri=data_uri,
-                shard_index=index,
+                shard_index=item.shard_index,
                 num_shards=num_shards,
                 image_size=image_size,
                 classes=classes,
                 val_fraction=val_fraction,
-                data_fingerprint=plan.outputs["data_fingerprint"],
+                data_fingerprint=item.data_fingerprint,  # the cache key follows the data
             )
             shard.set_display_name("preprocess shard")
         merged = merge_op(shards=dsl.Collected(shard.outputs["shard"])).set_display_name(

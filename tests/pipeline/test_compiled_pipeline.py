@@ -36,13 +36,14 @@ def test_dag_fans_out_shards_then_trains_evaluates_quantizes_and_gates_deploy(tm
     condition = next(name for name in tasks if name.startswith("condition"))
     assert tasks[loop]["dependentTasks"] == ["plan-shards"]
     assert tasks[loop]["parameterIterator"]["items"] == {
-        "inputParameter": "pipelinechannel--plan-shards-shards"
+        "inputParameter": "pipelinechannel--plan-shards-Output"
     }
     assert tasks[loop]["iteratorPolicy"] == {"parallelismLimit": PipelineConfig().parallelism}
     inner = spec["components"][f"comp-{loop}"]["dag"]["tasks"]
     assert list(inner) == ["preprocess-shard"]
     assert inner["preprocess-shard"]["inputs"]["parameters"]["shard_index"] == {
-        "componentInputParameter": "pipelinechannel--plan-shards-shards-loop-item"
+        "componentInputParameter": "pipelinechannel--plan-shards-Output-loop-item",
+        "parameterExpressionSelector": 'parseJson(string_value)["shard_index"]',
     }
     assert tasks["merge-shards"]["dependentTasks"] == [loop]
     assert tasks["train"]["dependentTasks"] == ["merge-shards"]
@@ -96,20 +97,17 @@ def test_data_steps_are_cached_by_the_datas_fingerprint(tmp_path):
         "quality-gate": True,
         "deploy": False,  # it acts on the cluster
     }
-    plan = spec["components"]["comp-plan-shards"]["outputDefinitions"]["parameters"]
-    assert plan["data_fingerprint"] == {"parameterType": "STRING"}
+    # The fingerprint comes with every shard's loop item, an input of each shard step.
     loop = next(n for n in spec["root"]["dag"]["tasks"] if n.startswith("for-loop"))
     shard = spec["components"][f"comp-{loop}"]["dag"]["tasks"]["preprocess-shard"]
     assert shard["inputs"]["parameters"]["data_fingerprint"] == {
-        "componentInputParameter": "pipelinechannel--plan-shards-data_fingerprint"
+        "componentInputParameter": "pipelinechannel--plan-shards-Output-loop-item",
+        "parameterExpressionSelector": 'parseJson(string_value)["data_fingerprint"]',
     }
-    outer = spec["root"]["dag"]["tasks"][loop]["inputs"]["parameters"]
-    assert outer["pipelinechannel--plan-shards-data_fingerprint"] == {
-        "taskOutputParameter": {
-            "outputParameterKey": "data_fingerprint",
-            "producerTask": "plan-shards",
-        }
-    }
+    shard_inputs = spec["components"]["comp-preprocess-shard"]["inputDefinitions"]["parameters"]
+    assert shard_inputs["data_fingerprint"] == {"parameterType": "STRING"}
+    plan = spec["deploymentSpec"]["executors"]["exec-plan-shards"]["container"]["command"][-1]
+    assert '"data_fingerprint": taken.digest' in plan  # each item: its shard and the fingerprint
     # Train gets the run's id (its TFJob's name): never another run's model.
     train = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]["run_name"]
     assert train["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
