@@ -16,7 +16,6 @@ from __future__ import annotations
 import pytest
 
 from components.rollout import MODEL_ANNOTATION, MODEL_ENV, RolloutError, roll_deployment
-from components.steppod import StepPod
 from components.tfjob import TrainingJobError, build_tfjob, run_tfjob, to_manifest
 from kubedetect.config import ClusterConfig
 
@@ -236,15 +235,15 @@ def test_the_job_carries_a_deadline_that_the_operator_enforces(api, kubeconfig):
 
 @pytest.mark.timeout(60)
 def test_a_retried_step_follows_its_running_job_and_becomes_one_of_its_owners(api, kubeconfig):
-    first = StepPod.from_env(_pod_env(api.add_pod(NAMESPACE, "run-1-train-attempt-1")))
+    first = _owner(api.add_pod(NAMESPACE, "run-1-train-attempt-1"))
     api.add_tfjob(
-        to_manifest(_job("kubedetect-r5", owner=first.owner_reference())),
+        to_manifest(_job("kubedetect-r5", owner=first)),
         conditions=("Running", "Running", "Succeeded"),
         logs={0: CHIEF_LOG},
     )
-    second = StepPod.from_env(_pod_env(api.add_pod(NAMESPACE, "run-1-train-attempt-2")))
-    job = _job("kubedetect-r5", owner=second.owner_reference())
-    lines = _run(job, kubeconfig, owner=second.owner_reference())
+    second = _owner(api.add_pod(NAMESPACE, "run-1-train-attempt-2"))
+    job = _job("kubedetect-r5", owner=second)
+    lines = _run(job, kubeconfig, owner=second)
 
     (refused,) = api.requests_to("POST", TFJOBS)  # one submission: a 409, then the job is found
     assert refused.body["metadata"]["name"] == "kubedetect-r5"
@@ -252,9 +251,9 @@ def test_a_retried_step_follows_its_running_job_and_becomes_one_of_its_owners(ap
     assert any("still running: following it" in line for line in lines)
     assert lines[-1] == f"TFJob {NAMESPACE}/kubedetect-r5 at {api.url} succeeded"
     owners = api.tfjobs[(NAMESPACE, "kubedetect-r5")]["metadata"]["ownerReferences"]
-    assert [ref["uid"] for ref in owners] == [first.uid, second.uid]
+    assert owners == [first, second]
     # Either pod keeps the job: the first attempt's pod may be deleted before the job ends.
-    api.delete_pod(NAMESPACE, first.name)
+    api.delete_pod(NAMESPACE, first["name"])
     assert (NAMESPACE, "kubedetect-r5") in api.tfjobs
 
 
@@ -283,14 +282,10 @@ def test_a_retried_step_replaces_its_finished_job(api, kubeconfig, ended):
 # ----------------------------------------------------------------------------------------------
 
 
-def _pod_env(pod: dict) -> dict[str, str]:
-    """The downward-API variables the pipeline gives a step (components/steppod.py)."""
+def _owner(pod: dict) -> dict:
+    """An ownerReference to a step's pod, as components/steppod.py makes it."""
     meta = pod["metadata"]
-    return {
-        "KUBEDETECT_POD_NAME": meta["name"],
-        "KUBEDETECT_POD_UID": meta["uid"],
-        "KUBEDETECT_POD_NAMESPACE": meta["namespace"],
-    }
+    return {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ import os
 
 import pytest
 
-from kubedetect.data.fingerprint import fingerprint
 from kubedetect.data.synth import synthesize
 from kubedetect.fs import sha256_file
 from pipelines.run import run_local
@@ -62,6 +61,8 @@ def _run(voc, root) -> dict:
 def test_a_rerun_on_changed_data_fingerprints_it_anew_and_trains_on_it(tmp_path):
     voc = tmp_path / "voc"
     synthesize(str(voc), 48, seed=3, progress=False)
+    from kubedetect.data.fingerprint import fingerprint
+
     first = _run(voc, tmp_path / "run-1")
     assert first["fingerprint"] == fingerprint(str(voc)).digest
     assert first["shards_fingerprint"] == first["fingerprint"]  # an input of the shard steps
@@ -89,6 +90,8 @@ def test_the_fingerprint_sees_a_relabelled_box_of_the_same_size_and_time(tmp_pat
     """A label fix that keeps the file's size and modification time (a class renamed to one as
     long, a copy that keeps mtimes) still changes the fingerprint: annotations are hashed whole;
     images by size and mtime, which every ordinary edit changes."""
+    from kubedetect.data.fingerprint import fingerprint
+
     synthesize(str(tmp_path), 4, seed=1, progress=False)
     before = fingerprint(str(tmp_path))
     xml = sorted((tmp_path / "Annotations").glob("*.xml"))[0]
