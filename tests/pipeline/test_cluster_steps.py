@@ -43,7 +43,8 @@ def kubeconfig(api, tmp_path) -> str:
 
 
 def _job(name: str, owner: dict | None = None, **cluster):
-    return build_tfjob(name, ARGS, 2, ClusterConfig(namespace=NAMESPACE, **cluster), owner=owner)
+    config = ClusterConfig(namespace=NAMESPACE, **cluster)
+    return build_tfjob(name, ARGS, 2, config, **({"owner": owner} if owner else {}))
 
 
 def _run(job, kubeconfig: str, *, timeout_seconds: float | None = 30, log=None, owner=None):
@@ -55,7 +56,7 @@ def _run(job, kubeconfig: str, *, timeout_seconds: float | None = 30, log=None, 
         timeout_seconds=timeout_seconds,
         poll_seconds=0.05,
         log=log or lines.append,
-        owner=owner,
+        **({"owner": owner} if owner else {}),
     )
     return lines
 
