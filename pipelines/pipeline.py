@@ -66,7 +66,10 @@ def build_pipeline(
         component(merge_shards),
     )
     # Training inside the step on GPUs needs the GPU build; a TFJob's workers get it themselves.
-    training_image = cluster.worker_image() if settings.launcher == "local" else cluster.image
+    # (Asked here in both cases: an image whose GPU build cannot be named is refused at compile
+    # time, not when the train step runs.)
+    worker_image = cluster.worker_image()
+    training_image = worker_image if settings.launcher == "local" else cluster.image
     train_op = component(train, training_image)
     evaluate_op, quantize_op = component(evaluate), component(quantize)
     gate_op, deploy_op = component(quality_gate), component(deploy)

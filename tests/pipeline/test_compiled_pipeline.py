@@ -186,3 +186,11 @@ def test_parameters_and_their_defaults_come_from_the_configs(tmp_path):
 def test_unknown_settings_are_refused(tmp_path):
     with pytest.raises(KubedetectError, match="launcher"):
         compiled(tmp_path, PipelineConfig(launcher="slurm"))
+
+
+def test_a_gpu_image_that_cannot_be_named_is_refused_at_compile_time(tmp_path):
+    """A digest-pinned --image has no tag to append -gpu to: say so now, not when train runs."""
+    pinned = ClusterConfig(image="registry.example/trainer@sha256:" + "0" * 64, gpus_per_worker=1)
+    with pytest.raises(KubedetectError, match="--tfjob-image"):
+        compiled(tmp_path, PipelineConfig(), pinned)
+    compiled(tmp_path, PipelineConfig(), ClusterConfig(image=pinned.image, tfjob_image="t:1-gpu"))

@@ -61,9 +61,9 @@ def _run(voc, root) -> dict:
 def test_a_rerun_on_changed_data_fingerprints_it_anew_and_trains_on_it(tmp_path):
     voc = tmp_path / "voc"
     synthesize(str(voc), 48, seed=3, progress=False)
+    first = _run(voc, tmp_path / "run-1")
     from kubedetect.data.fingerprint import fingerprint
 
-    first = _run(voc, tmp_path / "run-1")
     assert first["fingerprint"] == fingerprint(str(voc)).digest
     assert first["shards_fingerprint"] == first["fingerprint"]  # an input of the shard steps
 
