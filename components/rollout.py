@@ -54,8 +54,10 @@ def rollout_patch(model_path: str, sha256: str) -> dict:
 
 
 def undo_patch(previous_template: dict, sha256: str) -> list[dict]:
-    """A JSON patch back to `previous_template`, as `kubectl rollout undo` restores a revision;
-    only if the template still carries this rollout's model (a later change is not undone)."""
+    """A JSON patch back to `previous_template`, as `kubectl rollout undo` restores a revision
+    (kubernetes staging/src/k8s.io/kubectl/pkg/polymorphichelpers/rollback.go,
+    getDeploymentPatch); only if the template still carries this rollout's model (a later change
+    is not undone)."""
     return [
         {
             "op": "test",
@@ -151,7 +153,11 @@ def roll_deployment(
 
 
 class _Rollout:
-    """Waits for a Deployment's generation to roll out, by `kubectl rollout status`'s rules."""
+    """Waits for a Deployment's generation to roll out, by `kubectl rollout status`'s rules
+    (kubernetes staging/src/k8s.io/kubectl/pkg/polymorphichelpers/rollout_status.go,
+    DeploymentStatusViewer): once the controller has observed the generation, a Progressing
+    condition with reason ProgressDeadlineExceeded is a failure; otherwise done when every
+    replica is updated, no old one is left and every updated one is available."""
 
     def __init__(self, apps, name: str, namespace: str, where: str, poll_seconds: float):
         self.apps, self.name, self.namespace = apps, name, namespace

@@ -23,7 +23,7 @@ comes from, at these commits:
   release-1.9 has no change under pkg/ since), the Training Operator v1 whose TFJob CRD the
   tests validate against.
 - K8S: kubernetes/kubernetes, the files named with the commit of the version read:
-  pkg/controller/deployment/progress.go @ c91999ae, rollback.go @ 8f9412ea,
+  pkg/controller/deployment/progress.go @ c91999ae, sync.go @ 737067c1, rollback.go @ 8f9412ea,
   pkg/controller/deployment/util/deployment_util.go @ 277391ee,
   pkg/controller/garbagecollector/garbagecollector.go @ cb6ff2d8,
   staging/src/k8s.io/kubectl/pkg/polymorphichelpers/rollback.go @ aed80471 and
