@@ -10,7 +10,8 @@ def deploy(
 
     target='local': into the local registry `serving_dir` (its `current` link), where
     `kubedetect serve` picks it up. target='cluster': into the workspace volume's models/ folder,
-    then a rolling update of the serving Deployment to it, waited for.
+    then a rolling update of the serving Deployment to it, waited for; a rollout that misses
+    the Deployment's progress deadline is undone to the previous model, and the step fails.
     """
     import json
     import os
@@ -28,8 +29,12 @@ def deploy(
     if target != "cluster":
         raise ValueError(f"target must be 'cluster' or 'local', got {target!r}")
     from components.rollout import roll_deployment
+    from components.steppod import StepPod
 
     config = ClusterConfig(**json.loads(cluster))
+    pod = StepPod.from_env()
+    if pod is not None:  # the Deployment must mount the volume this step writes the model to
+        pod.require_namespace(config.namespace)
     installed = registry.install(folder, os.path.join(config.workspace_mount, "models"))
     in_pod = f"{config.serving_models_mount}/{os.path.basename(installed)}"
     roll_deployment(

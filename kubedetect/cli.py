@@ -251,6 +251,7 @@ def _pipeline_submit(args: argparse.Namespace) -> int:
         namespace=args.kfp_namespace,
         experiment=args.experiment,
         run_name=args.run_name,
+        service_account=args.service_account,
     )
     print(f"submitted: {url}")
     return 0
@@ -295,6 +296,12 @@ def _add_pipeline_commands(commands) -> None:
     )
     submit.add_argument("--experiment", default=None, help="KFP experiment name")
     submit.add_argument("--run-name", default=None, help="the run's name")
+    submit.add_argument(
+        "--service-account",
+        default=None,
+        help="the Kubernetes service account the steps run as (multi-user KFP: "
+        "kubedetect-pipeline, see docs/DEPLOY.md; default: KFP's own, pipeline-runner)",
+    )
     submit.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE", help=param_help
     )

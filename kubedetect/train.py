@@ -78,6 +78,8 @@ def train(
     import tensorflow as tf  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
+    _require_gpus(config.require_gpus, tf.config.list_physical_devices("GPU"))
+
     from kubedetect import cluster as clusters  # noqa: PLC0415
     from kubedetect import fs  # noqa: PLC0415
     from kubedetect.export import export, history_csv, weights_digest  # noqa: PLC0415
@@ -372,6 +374,18 @@ def train(
         "history": history,
         "sha256": card.sha256,
     }
+
+
+def _require_gpus(wanted: int, visible: list) -> None:
+    """A worker given GPUs that sees none would train on the CPU for hours while holding them:
+    stop within seconds instead, saying why."""
+    if len(visible) < wanted:
+        raise KubedetectError(
+            f"--require-gpus {wanted}: TensorFlow sees {len(visible)} GPU(s) in this worker, "
+            "so it would train on the CPU while holding the GPUs it was given. Is the image the "
+            "GPU build (k8s/build-images.sh --gpu, tag -gpu; see --tfjob-image), and do the "
+            "node's NVIDIA driver and device plugin work (`nvidia-smi` in the pod)?"
+        )
 
 
 def _epoch_line(name: str, epochs: int, row: dict) -> str:

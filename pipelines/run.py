@@ -58,8 +58,16 @@ def submit(
     namespace: str | None = None,
     experiment: str | None = None,
     run_name: str | None = None,
+    service_account: str | None = None,
 ) -> str:
-    """Submit a run to a Kubeflow Pipelines endpoint; returns the run's URL."""
+    """Submit a run to a Kubeflow Pipelines endpoint; returns the run's URL.
+
+    `service_account`: the Kubernetes service account the run's steps run as (multi-user KFP:
+    `kubedetect-pipeline`, which k8s/ grants what the steps need); None leaves KFP's default
+    (`pipeline-runner` with standalone KFP). Caching: the compiled per-step settings (see
+    pipelines/pipeline.py); KFP's run-wide `enable_caching` is sent only to turn caching off,
+    since turning it on run-wide would also cache the steps that must always run.
+    """
     import kfp  # noqa: PLC0415
 
     from pipelines.pipeline import build_pipeline  # noqa: PLC0415
@@ -77,6 +85,8 @@ def submit(
             experiment_name=experiment,
             run_name=run_name,
             namespace=namespace,
+            enable_caching=None if settings.cache else False,
+            service_account=service_account,
         )
     except Exception as exc:
         raise KubedetectError(
