@@ -25,7 +25,9 @@ from kubedetect.errors import KubedetectError
 def _data_synth(args: argparse.Namespace) -> int:
     from kubedetect.data.synth import synthesize
 
-    summary = synthesize(args.out_dir, args.images, args.seed, progress=not args.quiet)
+    summary = synthesize(
+        args.out_dir, args.images, args.seed, progress=not args.quiet, workers=args.workers
+    )
     print(
         f"wrote {summary['images']} images to {args.out_dir}: splits {summary['splits']}, "
         f"objects {summary['objects']}"
@@ -332,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("out_dir", metavar="OUT_DIR")
     synth.add_argument("--images", type=int, default=1000, help="number of images (default: 1000)")
     synth.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default: 0)")
+    synth.add_argument("--workers", type=int, default=0, help="worker processes (0: all cores)")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(handler=_data_synth)
 
