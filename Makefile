@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-output
+DEMO_PORT ?= 8080
 DATA ?=
 PYTEST_ARGS ?=
 
@@ -41,7 +42,7 @@ endif
 	@touch $@
 
 demo: setup
-	@$(PY) -m pipelines.demo --out $(DEMO_DIR) $(if $(DATA),--data $(DATA))
+	@$(PY) -m pipelines.demo --out $(DEMO_DIR) --port $(DEMO_PORT) $(if $(DATA),--data $(DATA))
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
