@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import threading
 import time
@@ -51,9 +52,18 @@ def progress_wanted(stream=None) -> bool:
     return bool(getattr(stream, "isatty", lambda: False)())
 
 
+# TensorFlow's start-up chatter in C++ (absl) log format: "I0000 00:00:1796397490.5 ... port.cc"
+# for information, and the notice that precedes it; never why something failed.
+CHATTER = re.compile(r"^(I\d{4} \d\d:\d\d:\d\d|WARNING: All log messages before absl::)")
+
+
+CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
+
+
 def last_lines(path: str, count: int = TAIL_LINES) -> list[str]:
     """The last `count` lines of a log, each Python traceback folded to its final line (the
-    error's message): what a person reads first when a step failed. The file keeps it all."""
+    error's message) and TensorFlow's informational chatter left out: what a person reads
+    first when a step failed. The file keeps it all."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             lines = f.read().splitlines()
@@ -69,9 +79,7 @@ def last_lines(path: str, count: int = TAIL_LINES) -> list[str]:
             if not line.strip() or line[:1].isspace():
                 continue  # a frame, or the source line under it
             in_traceback = False  # the exception's own line: kept
-        if line.strip() and not line.startswith(
-            ("During handling of the above exception", "The above exception was the direct")
-        ):
+        if line.strip() and not CHATTER.match(line) and not line.startswith(CHAINED):
             kept.append(line.rstrip())
     return list(kept)
 

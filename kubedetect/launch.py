@@ -6,7 +6,8 @@ N workers, hosts mapped to free localhost ports, and the worker's own index. Not
 training code path: the workers cannot tell the difference.
 
 - Each worker's full output (standard output and error) goes to its own log file,
-  LOG_DIR/worker-<i>.log. The console gets the launcher's lines and the workers' own log lines
+  LOG_DIR/worker-<i>.log (without a LOG_DIR, in a temporary folder kept only if a worker
+  fails). The console gets the launcher's lines and the workers' own log lines
   (their standard output, where kubedetect.train logs: the cluster forming, one line per epoch,
   the export), each prefixed "[worker i]"; not TensorFlow's chatter on standard error, nor the
   gRPC errors a worker can print as its peers leave after a normal finish (docs/TRAINING.md).
@@ -27,6 +28,7 @@ import contextlib
 import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,6 +43,7 @@ from kubedetect.errors import KubedetectError
 from kubedetect.resources import available_cores
 
 POLL_SECONDS = 0.2
+FAILED_WORKER_LINES = 4  # of a failed worker's log, shown on the console
 # Where the workers' log files go when launch() is not told: a pipeline step cannot be told by
 # argument, so the local pipeline run sets this for its steps (pipelines/run.py). Else a new
 # temporary folder, named on the console.
@@ -97,11 +100,15 @@ def _stream(prefix: str, pipe, log, out, lock: threading.Lock) -> None:
     pipe.close()
 
 
-def worker_log_dir(log_dir: str | None = None) -> str:
-    """The folder of the workers' logs: as given, else $KUBEDETECT_WORKER_LOG_DIR, else new."""
-    log_dir = log_dir or os.environ.get(WORKER_LOG_DIR) or tempfile.mkdtemp(prefix="kubedetect-")
-    os.makedirs(log_dir, exist_ok=True)
-    return log_dir
+def worker_log_dir(log_dir: str | None = None) -> tuple[str, bool]:
+    """The folder of the workers' logs, and whether to keep it after a run that succeeded: as
+    given, else $KUBEDETECT_WORKER_LOG_DIR (both kept), else a new temporary folder (kept only
+    when a worker failed)."""
+    log_dir = log_dir or os.environ.get(WORKER_LOG_DIR)
+    if log_dir:
+        os.makedirs(log_dir, exist_ok=True)
+        return log_dir, True
+    return tempfile.mkdtemp(prefix="kubedetect-workers-"), False
 
 
 def launch(
@@ -117,7 +124,7 @@ def launch(
     if workers < 1:
         raise KubedetectError(f"--workers must be at least 1, got {workers}")
     out = out or sys.stdout
-    log_dir = worker_log_dir(log_dir)
+    log_dir, keep_logs = worker_log_dir(log_dir)
     argv = [a for a in _without_workers(train_argv)]
     if threads <= 0:
         argv += ["--threads", str(max(1, available_cores() // workers))]
@@ -132,7 +139,8 @@ def launch(
     with ExitStack() as logs:
         log_paths = [os.path.join(log_dir, f"worker-{i}.log") for i in range(workers)]
         files = [logs.enter_context(open(path, "w", encoding="utf-8")) for path in log_paths]
-        _say(out, lock, f"each worker's full log: {os.path.join(log_dir, 'worker-<i>.log')}")
+        if keep_logs:
+            _say(out, lock, f"each worker's full log: {os.path.join(log_dir, 'worker-<i>.log')}")
         ports, reserved = reserve_ports(workers)
         reserved.close()
         try:
@@ -167,9 +175,11 @@ def launch(
             for thread in streams:
                 thread.join(timeout=5)
     if failed is not None:  # its log is complete now: show how it ended
-        for line in last_lines(log_paths[failed]):
+        for line in last_lines(log_paths[failed], FAILED_WORKER_LINES):
             _say(out, lock, f"  | {line}")
         _say(out, lock, f"worker {failed}'s full log: {log_paths[failed]}")
+    elif not keep_logs:
+        shutil.rmtree(log_dir, ignore_errors=True)
     return code
 
 

@@ -121,6 +121,10 @@ def _demo(args: argparse.Namespace) -> int:
         args.host,
         "--port",
         str(args.port),
+        # A person watching the demo: problems only, not every request as a JSON line.
+        "--log-level",
+        "warning",
+        "--no-access-log",
     ]
     return subprocess.call(command)
 

@@ -56,7 +56,7 @@ def _plan(outputs: dict, root: str) -> str:
         count = int(problems.group(1))
         parts.append(f"{count or 'no'} problem{'' if count == 1 else 's'} in the annotations")
     shards = len(_parameter(outputs, "Output") or [])
-    parts.append(f"{shards} shards")
+    parts.append(f"{shards} shard{'' if shards == 1 else 's'}")
     return ", ".join(parts)
 
 

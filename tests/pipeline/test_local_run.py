@@ -120,14 +120,14 @@ def test_demo_runs_the_pipeline_and_serves_the_gated_model(voc, tmp_path):
         console = text.split("\nServing ")[0]
         for name in STEPS:
             assert len(step_lines(console, name, "started")) == 1, (name, console)
-            assert len(step_lines(console, name, r"done in [\d.]+ s")) == 1, (name, console)
+            assert len(step_lines(console, name, r"done in (\d+ min )?[\d.]+ s")) == 1, console
         assert re.search(r"train +done in .*: val mAP@0\.5 0\.\d{3}", console)
         assert re.search(r"quality gate +done in .*: deploy ", console)
         logs = out / "logs"
         assert f"every step's full log: {logs}/" in console
         assert not re.search(r"(?i)warn|error|traceback|executor_input|\{", console), console
         assert "\r" not in console
-        assert len(console.splitlines()) <= 40, console
+        assert len(console.splitlines()) <= 60, console
 
         # ... and everything else in the log files the console named.
         assert "Got executor_input" in (logs / "plan-shards.log").read_text()
