@@ -182,7 +182,8 @@ def run_local(
         ) from None
     finally:
         builtins.print = original_print
-        root_logger.handlers, root_logger.level = original_logging
+        root_logger.handlers = original_logging[0]
+        root_logger.setLevel(original_logging[1])
         os.environ.pop(WORKER_LOG_DIR, None)
         logs.close()
     runs = sorted(n for n in set(os.listdir(pipeline_root)) - before if n.startswith(NAME))
@@ -200,6 +201,6 @@ def run_local(
         deployed=os.path.isdir(os.path.join(root, "deploy")),
         log_dir=log_dir,
     )
-    if not run.deployed:  # kfp.local skips a task whose condition is false without a word
+    if not run.deployed:  # kfp.local tells only its own log that it skipped the task
         console.skipped("deploy", "the quality gate held the model back")
     return run
