@@ -49,6 +49,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as r:
@@ -182,7 +191,8 @@ def main(argv: list[str]) -> int:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    clone, port = work / "kubedetect", free_port()
+    clone = work / "kubedetect"
+    port = 8080 if port_free(8080) else free_port()  # the console copy: what a newcomer sees
     commit = fresh_clone(clone)
     env = dict(os.environ)
     for name in ("VIRTUAL_ENV", "TF_CPP_MIN_LOG_LEVEL", "PYTHONUNBUFFERED"):

@@ -27,6 +27,7 @@ from collections import deque
 
 NAME_WIDTH = 20  # the step names line up in a column: "preprocess shard 3" fits
 TAIL_LINES = 12  # how much of a failed step's log the console shows
+BAR = "{desc} {bar:24} {n_fmt}/{total_fmt} {unit}s [{elapsed}<{remaining}]"
 
 
 def duration(seconds: float) -> str:
@@ -149,7 +150,12 @@ class Console:
             if self._bar is None or self._bar.desc != description:
                 self.close_progress()
                 self._bar = tqdm(
-                    total=total, desc=description, unit=unit, leave=False, file=self.stream
+                    total=total,
+                    desc=description,
+                    unit=unit,
+                    leave=False,
+                    file=self.stream,
+                    bar_format=BAR,
                 )
             self._bar.total = total
             self._bar.n = done

@@ -116,7 +116,7 @@ def _demo(args: argparse.Namespace) -> int:
         "-m",
         "kubedetect.cli",
         "serve",
-        model,
+        shown(model),
         "--host",
         args.host,
         "--port",

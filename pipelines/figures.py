@@ -14,6 +14,7 @@ import re
 from kubedetect.console import shown
 
 EPOCH = re.compile(r"\bepoch (\d+)/(\d+)\b")
+EPOCHS = re.compile(r"\bfor (\d+) epochs of\b")  # "worker 0: training ... for 8 epochs of 49 steps"
 
 
 def describe(label: str, root: str) -> str:
@@ -24,11 +25,15 @@ def describe(label: str, root: str) -> str:
 
 
 def training_progress(label: str, line: str) -> tuple[int, int] | None:
-    """Epochs done, from the chief's epoch lines ("worker 0: epoch 3/8 ...")."""
+    """Epochs done of how many, from the chief's lines: none when training starts ("worker 0:
+    training ... for 8 epochs of 49 steps"), then one more with each "worker 0: epoch 3/8"."""
     if label != "train" or "worker 0" not in line:
         return None
-    found = EPOCH.search(line)
-    return (int(found.group(1)), int(found.group(2))) if found else None
+    if found := EPOCH.search(line):
+        return int(found.group(1)), int(found.group(2))
+    if found := EPOCHS.search(line):
+        return 0, int(found.group(1))
+    return None
 
 
 def _outputs(root: str) -> dict:
@@ -90,9 +95,10 @@ def _quantize(outputs: dict, root: str) -> str:
     variants = [key[: -len("_kb")] for key in meta if key.endswith("_kb") and key != "keras_kb"]
     text = f"{len(variants)} TFLite variants"
     if "int8_kb" in meta:
+        drop = _parameter(outputs, "map50_drop")
         text += (
             f"; int8 {meta['int8_kb']:.0f} kB, mAP@0.5 {meta['int8_map50']:.3f} "
-            f"({_parameter(outputs, 'map50_drop'):.2f} points below float32)"
+            f"({abs(drop):.2f} points {'below' if drop >= 0 else 'above'} float32)"
         )
     return text
 
