@@ -15,6 +15,7 @@ machine; at most 80 console lines until then; the served (int8) model's mAP@0.5 
 validation split at least 0.8, with margin over the default quality gate (0.5).
 
     python -m bench.demo [--warm-cache] [--no-screenshot] [--keep]
+    python -m bench.demo --installers 2     # make setup: pip alone against uv, from empty caches
 """
 
 from __future__ import annotations
@@ -176,6 +177,53 @@ def screenshot(port: int, path: Path) -> list[str]:
     return found
 
 
+def fresh_machine_env(work: Path) -> dict:
+    """The environment of a newcomer's shell on a fresh machine: no virtualenv active, nothing
+    of this session's, empty package caches."""
+    env = dict(os.environ)
+    for name in ("VIRTUAL_ENV", "TF_CPP_MIN_LOG_LEVEL", "PYTHONUNBUFFERED"):
+        env.pop(name, None)
+    cache = Path(tempfile.mkdtemp(prefix="uv-cache-", dir=work))
+    return dict(env, PIP_NO_CACHE_DIR="1", UV_CACHE_DIR=str(cache))
+
+
+def installers(rounds: int) -> int:
+    """`make setup` with pip alone against uv, each in a fresh clone from empty caches, the two
+    alternated round by round (the machine's other work weighs on both alike)."""
+    work = WORK / "install"
+    rows, seconds = [], {"pip": [], "uv": []}
+    for round_ in range(1, rounds + 1):
+        for installer in ("pip", "uv"):
+            if work.exists():
+                shutil.rmtree(work)
+            work.mkdir(parents=True)
+            commit = fresh_clone(work / "kubedetect")
+            before, started = load(), time.monotonic()
+            subprocess.run(
+                ["make", "setup", f"INSTALLER={installer}"],
+                cwd=work / "kubedetect",
+                env=fresh_machine_env(work),
+                check=True,
+            )
+            took = time.monotonic() - started
+            seconds[installer].append(took)
+            rows.append([round_, installer, f"{took:.0f}", before, load()])
+    shutil.rmtree(work, ignore_errors=True)
+    ratio = sum(seconds["pip"]) / sum(seconds["uv"])
+    body = f"""
+`make setup` in a fresh clone of {commit} (a new `.venv`, every pinned dependency of
+`.[all,dev]` with its bytecode compiled), from empty package caches (`PIP_NO_CACHE_DIR=1`, a new
+`UV_CACHE_DIR`), with `INSTALLER=pip` (pip alone) and `INSTALLER=uv` (pip installs the pinned uv,
+uv installs the rest with the same constraints.txt), alternated.
+
+{table(["round", "installer", "seconds", "load before (1/5/15 min)", "load after"], rows)}
+
+pip / uv time: **{ratio:.2f}x**.
+"""
+    write_section("install", "make setup: pip against uv from empty caches", body)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.demo", description=__doc__.split("\n")[0]
@@ -185,7 +233,16 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--no-screenshot", dest="screenshot", action="store_false")
     parser.add_argument("--keep", action="store_true", help="keep the clone (and its .venv)")
+    parser.add_argument(
+        "--installers",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="instead: time make setup with pip alone and with uv, ROUNDS times each",
+    )
     args = parser.parse_args(argv)
+    if args.installers:
+        return installers(args.installers)
 
     work = WORK / "demo"
     if work.exists():
@@ -194,11 +251,10 @@ def main(argv: list[str]) -> int:
     clone = work / "kubedetect"
     port = 8080 if port_free(8080) else free_port()  # the console copy: what a newcomer sees
     commit = fresh_clone(clone)
-    env = dict(os.environ)
-    for name in ("VIRTUAL_ENV", "TF_CPP_MIN_LOG_LEVEL", "PYTHONUNBUFFERED"):
-        env.pop(name, None)  # the newcomer's shell has none of these
-    if not args.warm_cache:  # a fresh machine: nothing downloaded before
-        env.update(PIP_NO_CACHE_DIR="1", UV_CACHE_DIR=str(work / "uv-cache"))
+    env = fresh_machine_env(work)
+    if args.warm_cache:  # this machine's caches, as a second clone would find them
+        for name in ("PIP_NO_CACHE_DIR", "UV_CACHE_DIR"):
+            env.pop(name)
     before = load()
     demo, lines, served = run_demo(clone, port, env)
     try:
