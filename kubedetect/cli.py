@@ -15,7 +15,7 @@ import sys
 
 from kubedetect import __version__
 from kubedetect.config import DataConfig, PreprocessConfig, ServeConfig, add_arguments, from_args
-from kubedetect.console import Console, progress_wanted, shown
+from kubedetect.console import Console, output_to, progress_wanted, shown
 from kubedetect.errors import KubedetectError
 
 
@@ -167,13 +167,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _quantize(args: argparse.Namespace) -> int:
     from kubedetect.config import QuantizeConfig
-    from kubedetect.console import output_to
-    from kubedetect.quantize import quantize_model, report, report_table
 
     config = from_args(QuantizeConfig, args)
     os.makedirs(args.out_dir, exist_ok=True)
     log = os.path.join(args.out_dir, "quantize.log")
-    with output_to(log):  # TensorFlow's converter: a hundred lines a variant
+    with output_to(log):  # TensorFlow's start-up and its converter: a hundred lines a variant
+        from kubedetect.quantize import quantize_model, report, report_table
+
         quantize_model(args.model_dir, args.out_dir, config)
         result = report(args.model_dir, args.out_dir, config) if config.report else None
     if result is not None:
