@@ -42,14 +42,20 @@ LOSS_TERMS = ("total", "heatmap", "size", "offset")
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 # What `make demo` trains on synthetic shapes: the data it makes and the flags it passes. About
-# six minutes of training on two CPU cores; bench/train.py measures exactly this (mAP against
-# time in docs/BENCHMARKS.md).
-DEMO = {"images": 2000, "image_size": 256, "epochs": 12, "batch_size": 32}
+# two to four minutes of training on two CPU cores, to a validation mAP@0.5 near 0.87 (the
+# default quality gate asks for 0.5); validation mAP at the end only, since the chief measuring
+# it after every epoch kept the other worker waiting (about a tenth of the training time).
+# bench/train.py measures this training (mAP against time), bench/demo.py the whole demo (both
+# in docs/BENCHMARKS.md).
+DEMO = {"images": 2000, "image_size": 256, "epochs": 8, "batch_size": 32, "eval_every": 0}
 
 
 def demo_flags() -> list[str]:
     """The training flags of the demo (the rest are TrainConfig's defaults)."""
-    return ["--epochs", str(DEMO["epochs"]), "--batch-size", str(DEMO["batch_size"])]
+    return [
+        *("--epochs", str(DEMO["epochs"]), "--batch-size", str(DEMO["batch_size"])),
+        *("--eval-every", str(DEMO["eval_every"])),
+    ]
 
 
 def log(message: str) -> None:
