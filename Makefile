@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-output
+DEMO_PORT ?= 8080
 DATA ?=
 PYTEST_ARGS ?=
 
@@ -23,13 +24,25 @@ help:
 
 setup: $(STAMP)
 
+# The installer: uv (pinned in constraints.txt, itself installed by pip) installs the same pins
+# as pip in about half the time from an empty cache (docs/BENCHMARKS.md); INSTALLER=pip uses pip
+# alone. Bytecode is compiled at install time, as pip does: every pipeline step imports TensorFlow.
+INSTALLER ?= uv
+
 $(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet -c constraints.txt -e ".[all,dev]"
-	touch $@
+	@echo "installing the pinned dependencies into $(VENV) ($(INSTALLER); a minute or two, once)"
+	@$(PYTHON) -m venv $(VENV)
+ifeq ($(INSTALLER),uv)
+	@$(PIP) install -qq -c constraints.txt uv
+	@$(VENV)/bin/uv pip install --quiet --python $(PY) --compile-bytecode \
+		-c constraints.txt -e ".[all,dev]"
+else
+	@$(PIP) install --quiet -c constraints.txt -e ".[all,dev]"
+endif
+	@touch $@
 
 demo: setup
-	$(PY) -m pipelines.demo --out $(DEMO_DIR) $(if $(DATA),--data $(DATA))
+	@$(PY) -m pipelines.demo --out $(DEMO_DIR) --port $(DEMO_PORT) $(if $(DATA),--data $(DATA))
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

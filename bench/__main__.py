@@ -16,6 +16,7 @@ import time
 BENCHMARKS = [
     "preprocess",
     "train",
+    "train_memory",
     "quantize",
     "serve",
     "images",

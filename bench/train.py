@@ -245,8 +245,15 @@ def plot_map_vs_time(rows: list[dict], path: Path) -> Path:
         ylim=(0, 1),
         title="synthetic shapes, make-demo settings, 2 CPU cores",
     )
+    return save_plot(fig, ax, path, legend="lower right")
+
+
+def save_plot(fig, ax, path: Path, *, legend: str) -> Path:
+    """A benchmark's figure, finished (grid, legend) and written; closed."""
+    import matplotlib.pyplot as plt
+
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc=legend)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

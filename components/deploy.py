@@ -10,8 +10,10 @@ def deploy(
 
     target='local': into the local registry `serving_dir` (its `current` link), where
     `kubedetect serve` picks it up. target='cluster': into the workspace volume's models/ folder,
-    then a rolling update of the serving Deployment to it, waited for. target='inferenceservice':
-    the same, for KServe's InferenceService of that name (k8s/overlays/kserve).
+    then a rolling update of the serving Deployment to it, waited for; a rollout that misses
+    the Deployment's progress deadline is undone to the previous model, and the step fails.
+    target='inferenceservice': the model's folder on the volume becomes the STORAGE_URI of
+    KServe's InferenceService of that name (k8s/overlays/kserve), waited for likewise.
     """
     import json
     import os
@@ -29,8 +31,12 @@ def deploy(
     if target not in ("cluster", "inferenceservice"):
         raise ValueError(f"target must be 'cluster', 'inferenceservice' or 'local', got {target!r}")
     from components.rollout import roll_deployment
+    from components.steppod import StepPod
 
     config = ClusterConfig(**json.loads(cluster))
+    pod = StepPod.from_env()
+    if pod is not None:  # the Deployment must mount the volume this step writes the model to
+        pod.require_namespace(config.namespace)
     installed = registry.install(folder, os.path.join(config.workspace_mount, "models"))
     if target == "inferenceservice":
         from components.inferenceservice import roll_inference_service, storage_uri

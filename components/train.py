@@ -18,7 +18,10 @@ def train(
 
     launcher='tfjob': copy the shards to the workspace volume, submit a TFJob of `workers`
     replicas of `python -m kubedetect.train` (checkpoints on the volume, so restarted workers
-    resume), stream the chief's log, copy the export back as this step's artifact.
+    resume), stream the chief's log, copy the export back as this step's artifact. The job is
+    named after `run_name` (the pipeline gives the run's id: unique per run, the same when the
+    step is retried, which then follows or replaces its job and resumes from its checkpoints);
+    it is deleted if the step fails or is terminated (components/tfjob.py).
     launcher='local': the local launcher, `workers` processes with their own TF_CONFIG.
     """
     import json
@@ -29,8 +32,11 @@ def train(
     from kubedetect.config import ClusterConfig
     from kubedetect.modelcard import ModelCard
 
+    config = ClusterConfig(**json.loads(cluster))
     flags = ["--epochs", str(epochs), "--batch-size", str(batch_size), *shlex.split(train_flags)]
     if launcher == "local":
+        if config.gpus_per_worker > 0 and "--require-gpus" not in flags:
+            flags += ["--require-gpus", str(config.gpus_per_worker)]  # the step was given GPUs
         from kubedetect.errors import KubedetectError
         from kubedetect.launch import launch
 
@@ -40,15 +46,19 @@ def train(
                 f"local training failed (exit {code}): see the workers' log above"
             )
     elif launcher == "tfjob":
+        from components.steppod import StepPod
         from components.tfjob import build_tfjob, job_name, run_tfjob
 
-        config = ClusterConfig(**json.loads(cluster))
-        run_dir = os.path.join(config.workspace_mount, "runs", job_name(run_name))
+        pod = StepPod.from_env()
+        if pod is not None:
+            pod.require_namespace(config.namespace)
+        owner = pod.owner_reference() if pod else None
+        name = job_name(run_name)
+        run_dir = os.path.join(config.workspace_mount, "runs", name)  # per run, not per attempt
         shards, exported = os.path.join(run_dir, "shards"), os.path.join(run_dir, "model")
         shutil.copytree(dataset.path, shards, dirs_exist_ok=True)
         argv = [shards, exported, "--checkpoint-dir", os.path.join(run_dir, "checkpoints"), *flags]
-        job = build_tfjob(job_name(run_name), argv, workers, config)
-        run_tfjob(job, timeout_seconds=config.job_timeout_seconds)
+        run_tfjob(build_tfjob(name, argv, workers, config, owner=owner), owner=owner)
         shutil.copytree(exported, model.path, dirs_exist_ok=True)
     else:
         raise ValueError(f"launcher must be 'tfjob' or 'local', got {launcher!r}")

@@ -15,7 +15,15 @@ import sys
 
 from kubedetect import __version__
 from kubedetect.config import DataConfig, PreprocessConfig, ServeConfig, add_arguments, from_args
+from kubedetect.console import Console, output_to, progress_wanted, shown
 from kubedetect.errors import KubedetectError
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bars on a terminal only, and not with --quiet: redrawn into a file or a pipe,
+    one bar becomes hundreds of lines."""
+    return not args.quiet and progress_wanted()
+
 
 # ----------------------------------------------------------------------------------------------
 # data synth / data check
@@ -25,11 +33,12 @@ from kubedetect.errors import KubedetectError
 def _data_synth(args: argparse.Namespace) -> int:
     from kubedetect.data.synth import synthesize
 
-    summary = synthesize(args.out_dir, args.images, args.seed, progress=not args.quiet)
-    print(
-        f"wrote {summary['images']} images to {args.out_dir}: splits {summary['splits']}, "
-        f"objects {summary['objects']}"
+    summary = synthesize(
+        args.out_dir, args.images, args.seed, progress=_progress(args), workers=args.workers
     )
+    splits = ", ".join(f"{count} {split}" for split, count in summary["splits"].items())
+    objects = ", ".join(f"{count} {name}s" for name, count in summary["objects"].items())
+    print(f"wrote {summary['images']} images to {args.out_dir} ({splits}; {objects})")
     return 0
 
 
@@ -39,7 +48,7 @@ def _data_check(args: argparse.Namespace) -> int:
 
     data = from_args(DataConfig, args)
     workers = args.workers if args.workers > 0 else available_cores()
-    report = check(args.data_dir, data, workers=workers, progress=not args.quiet)
+    report = check(args.data_dir, data, workers=workers, progress=_progress(args))
     print(report.summary())
     with open(args.report, "w") as f:
         json.dump(report.to_dict(), f, indent=1)
@@ -59,7 +68,7 @@ def _data_check(args: argparse.Namespace) -> int:
 def _preprocess(args: argparse.Namespace) -> int:
     from kubedetect.preprocess import preprocess, report_of
 
-    config = from_args(PreprocessConfig, args, progress=not args.quiet)
+    config = from_args(PreprocessConfig, args, progress=_progress(args))
     result = preprocess(args.data_dir, args.out_dir, config, from_args(DataConfig, args))
     if config.shard_index is not None:
         images = len(result["images"])
@@ -149,7 +158,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.model if os.path.isdir(args.model) else os.path.dirname(args.model), "evaluation"
     )
     metrics = evaluate(
-        args.model, args.shards_dir, out, from_args(EvalConfig, args), progress=not args.quiet
+        args.model, args.shards_dir, out, from_args(EvalConfig, args), progress=_progress(args)
     )
     print(summary(metrics))
     print(f"metrics and plots: {out}")
@@ -158,14 +167,19 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _quantize(args: argparse.Namespace) -> int:
     from kubedetect.config import QuantizeConfig
-    from kubedetect.quantize import quantize_model, report, report_table
 
     config = from_args(QuantizeConfig, args)
-    quantize_model(args.model_dir, args.out_dir, config)
-    if config.report:
-        result = report(args.model_dir, args.out_dir, config)
+    os.makedirs(args.out_dir, exist_ok=True)
+    log = os.path.join(args.out_dir, "quantize.log")
+    with output_to(log):  # TensorFlow's start-up and its converter: a hundred lines a variant
+        from kubedetect.quantize import quantize_model, report, report_table
+
+        quantize_model(args.model_dir, args.out_dir, config)
+        result = report(args.model_dir, args.out_dir, config) if config.report else None
+    if result is not None:
         print(report_table(result))
         print(f"report: {os.path.join(args.out_dir, 'report.json')} and report.md")
+    print(f"{', '.join(config.modes)} written to {args.out_dir}; the converter's log: {log}")
     return 0
 
 
@@ -251,6 +265,7 @@ def _pipeline_submit(args: argparse.Namespace) -> int:
         namespace=args.kfp_namespace,
         experiment=args.experiment,
         run_name=args.run_name,
+        service_account=args.service_account,
     )
     print(f"submitted: {url}")
     return 0
@@ -263,9 +278,16 @@ def _pipeline_run_local(args: argparse.Namespace) -> int:
     if "data_uri" not in params:
         raise KubedetectError("--param data_uri=PATH is required (a Pascal VOC folder)")
     params.setdefault("serving_dir", os.path.join(args.root, "serving"))
-    run = run_local(params, args.root)
-    print(f"run folder: {run.root}")
-    print(f"deployed:   {run.deployed} ({params['serving_dir']})")
+    console = Console()
+    console.line(
+        f"every step's full log: {shown(args.log_dir or os.path.join(args.root, 'logs'))}/"
+    )
+    run = run_local(
+        params, args.root, LOCAL, log_dir=args.log_dir, console=console, verbose=args.verbose
+    )
+    console.line(f"run folder: {shown(run.root)}")
+    serving = os.path.join(params["serving_dir"], "current")
+    console.line(f"serving:    {shown(serving) if run.deployed else '(not deployed)'}")
     return 0
 
 
@@ -296,6 +318,12 @@ def _add_pipeline_commands(commands) -> None:
     submit.add_argument("--experiment", default=None, help="KFP experiment name")
     submit.add_argument("--run-name", default=None, help="the run's name")
     submit.add_argument(
+        "--service-account",
+        default=None,
+        help="the Kubernetes service account the steps run as (multi-user KFP: "
+        "kubedetect-pipeline, see docs/DEPLOY.md; default: KFP's own, pipeline-runner)",
+    )
+    submit.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE", help=param_help
     )
     add_arguments(submit, PipelineConfig)
@@ -308,6 +336,12 @@ def _add_pipeline_commands(commands) -> None:
     )
     local.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE", help=param_help
+    )
+    local.add_argument(
+        "--log-dir", default=None, help="every step's full log goes here (default: ROOT/logs)"
+    )
+    local.add_argument(
+        "-v", "--verbose", action="store_true", help="show every step's output as it comes"
     )
     local.set_defaults(handler=_pipeline_run_local)
 
@@ -332,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("out_dir", metavar="OUT_DIR")
     synth.add_argument("--images", type=int, default=1000, help="number of images (default: 1000)")
     synth.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default: 0)")
+    synth.add_argument("--workers", type=int, default=0, help="worker processes (0: all cores)")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(handler=_data_synth)
 

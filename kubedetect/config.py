@@ -15,6 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubedetect.errors import KubedetectError
 from kubedetect.resources import available_cores
 
 
@@ -231,13 +232,29 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """Where and how the pipeline's steps and TFJobs run on Kubernetes (ignored locally)."""
+    """Where and how the pipeline's steps and TFJobs run on Kubernetes (ignored locally).
+
+    Everything lives in one namespace, the one Kubeflow Pipelines runs the steps in (`kubeflow`
+    with standalone KFP, a profile's namespace with multi-user KFP): a step mounts only PVCs of
+    its own namespace, the TFJob's workers and the serving pods mount the same workspace PVC, and
+    a TFJob is garbage-collected with the step's pod only if it lives beside it. k8s/ installs
+    into the same default namespace (tests/test_k8s_manifests.py checks that they agree).
+    """
 
     image: str = option(
-        "kubedetect-trainer:latest", "The trainer image: pipeline steps and TFJob workers."
+        "kubedetect-trainer:latest", "The trainer image of the pipeline steps (CPU build)."
+    )
+    tfjob_image: str | None = option(
+        None,
+        "The image of the TFJob workers (and of the train step with --launcher local on GPUs). "
+        "Default: --image, or with --gpus-per-worker > 0 its GPU build, the same name with "
+        "'-gpu' appended to the tag (as `k8s/build-images.sh --gpu` tags it).",
     )
     namespace: str = option(
-        "kubeflow", "Namespace of TFJobs, the workspace PVC and the serving Deployment."
+        "kubeflow",
+        "Namespace of the pipeline's steps (where KFP runs them: `kubeflow` for standalone KFP, "
+        "the profile's namespace for multi-user KFP), and so of the TFJobs, the workspace PVC "
+        "and the serving Deployment they use.",
     )
     workspace_pvc: str = option(
         "kubedetect-workspace", "PVC holding datasets, checkpoints and models (ReadWriteMany)."
@@ -246,6 +263,11 @@ class ClusterConfig:
     gpus_per_worker: int = option(0, "nvidia.com/gpu per TFJob worker (0: CPU training).")
     worker_cpu: str = option("2", "CPU request per TFJob worker.")
     worker_memory: str = option("8Gi", "Memory request and limit per TFJob worker.")
+    worker_shm: str = option(
+        "2Gi",
+        "Size of the memory-backed /dev/shm of each TFJob worker (NCCL's shared memory between "
+        "GPUs; it counts against the memory limit).",
+    )
     gpu_node_selector: str = option(
         "nvidia.com/gpu.present=true", "key=value node selector for GPU workers and steps."
     )
@@ -267,7 +289,25 @@ class ClusterConfig:
     job_ttl_seconds: int = option(
         86400, "TFJob runPolicy.ttlSecondsAfterFinished: how long a finished job is kept."
     )
-    job_timeout_seconds: int = option(6 * 3600, "How long the train step waits for the TFJob.")
+    job_timeout_seconds: int = option(
+        6 * 3600,
+        "TFJob runPolicy.activeDeadlineSeconds: the Training Operator fails a job that runs "
+        "longer; the train step waits that long (and a minute), then deletes the job.",
+    )
+
+    def worker_image(self) -> str:
+        """The image TFJob workers run: --tfjob-image, else --image or, on GPUs, its -gpu tag."""
+        if self.tfjob_image:
+            return self.tfjob_image
+        if self.gpus_per_worker <= 0:
+            return self.image
+        name, sep, tag = self.image.rpartition(":")
+        if "@" in self.image or not sep or "/" in tag:
+            raise KubedetectError(
+                f"--image {self.image}: no tag to derive the GPU image from; give the workers' "
+                "image with --tfjob-image (e.g. the trainer built by k8s/build-images.sh --gpu)"
+            )
+        return self.image if tag.endswith("-gpu") else f"{name}:{tag}-gpu"
 
 
 @dataclass(frozen=True)
@@ -350,7 +390,16 @@ class TrainConfig:
     )
     colour_jitter: float = option(0.2, "Strength of brightness, contrast and saturation jitter.")
     shuffle_buffer: int = option(2048, "Examples in the shuffle buffer of each worker.")
-    cache: bool = option(True, "Keep decoded training images in memory (images x S x S x 3 bytes).")
+    cache: str = option(
+        "auto",
+        "Decoded training images in memory: 'auto' when this worker's share fits --cache-budget "
+        "(else streamed from the shards every epoch), 'memory' always, 'none' never.",
+    )
+    cache_budget: float = option(
+        0.5,
+        "Share of the process's memory limit (KUBEDETECT_MEMORY_LIMIT, else the cgroup's "
+        "memory.max, else RAM) that --cache auto may fill with decoded images.",
+    )
     checkpoint_dir: str | None = option(
         None,
         "Checkpoints, shared by all workers (a volume or bucket on a cluster); a restarted job "
@@ -363,13 +412,29 @@ class TrainConfig:
     cluster_timeout: float = option(
         600.0, "Seconds to wait for every worker of TF_CONFIG to come up before failing."
     )
-    threads: int = option(0, "CPU threads for TensorFlow ops in this process. 0: all cores.")
+    threads: int = option(
+        0,
+        "CPU threads for TensorFlow ops and tf.data in this process. 0: the cores available "
+        "(KUBEDETECT_CPUS, else the cgroup's CPU quota, else the CPUs it may run on).",
+    )
     eval_every: int = option(
-        1, "Epochs between validation mAP measurements on the chief (0: at the end)."
+        1,
+        "Epochs between validation mAP measurements (every worker predicts its slice of the "
+        "val split; the chief scores them). 0: at the end only.",
     )
     eval_images: int = option(0, "Validation images for the per-epoch mAP. 0: the whole split.")
+    log_every: int = option(
+        50,
+        "Steps between readings of the running loss for the progress bar (a host sync each; "
+        "never read when no bar is shown). The epoch's loss is read once, at its end.",
+    )
     mixed_precision: bool = option(True, "float16 compute on GPUs (ignored without a GPU).")
     progress: bool = option(True, "Show a progress bar per epoch (on terminals only).")
+    require_gpus: int = option(
+        0,
+        "Stop at once, before training, unless TensorFlow sees at least this many GPUs (TFJobs "
+        "that ask for GPUs pass it: a worker without its GPUs must not train on the CPU).",
+    )
 
 
 @dataclass(frozen=True)
@@ -387,7 +452,11 @@ class EvalConfig:
     )
     max_detections: int = option(100, "Detections per image (COCO's maxDets).")
     batch_size: int = option(16, "Images per forward pass.")
-    threads: int = option(0, "CPU threads of the TFLite interpreter. 0: all cores.")
+    threads: int = option(
+        0,
+        "CPU threads of the model (TFLite interpreter or TensorFlow). 0: the cores available "
+        "(KUBEDETECT_CPUS, else the cgroup's CPU quota).",
+    )
     max_images: int = option(0, "Evaluate only the first N images of the split. 0: all.")
     plots: bool = option(
         True, "Write the plots (PR curves, confusion matrix, image grid, training curves)."
@@ -429,3 +498,10 @@ class PipelineConfig:
         "InferenceService of that name (k8s/overlays/kserve); 'local' installs into a folder.",
     )
     parallelism: int = option(4, "Shards preprocessed at the same time (ParallelFor).")
+    cache: bool = option(
+        True,
+        "Let Kubeflow Pipelines reuse a step's earlier result when its inputs are the same. The "
+        "data steps' inputs include a fingerprint of the data folder, taken afresh by `plan "
+        "shards` on every run, so changed images or labels are preprocessed again; deploy always "
+        "runs. --no-cache runs every step.",
+    )

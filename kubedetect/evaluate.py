@@ -8,6 +8,7 @@ exactly the same pixels. Writes DIR/metrics.json and, unless told not to, the pl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -28,46 +29,126 @@ MAP_SCORE_FLOOR = 0.001  # mAP takes every detection above this (COCO keeps the 
 
 @dataclass
 class EvalSet:
-    """One split in memory: the stored pixels and the true objects."""
+    """One split's true objects, and the stored pixels of all its images (`load_split`) or of the
+    first few only (`predict_split`, which streams the rest)."""
 
     images: np.ndarray  # uint8 [N, S, S, 3]
     truths: list[GroundTruth]
     source_ids: list[str]
     classes: tuple[str, ...]
 
-    @property
-    def image_size(self) -> int:
-        return int(self.images.shape[1])
+
+def split_examples(shards_dir: str, split: str, max_images: int = 0, *, pixels: bool = True):
+    """The split's examples one at a time, as numpy, in shard order: streamed from the shards,
+    never the whole split in memory. Without `pixels`, the images are not decoded."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    from kubedetect.preprocess import shard_paths  # noqa: PLC0415
+    from kubedetect.records import parse_example  # noqa: PLC0415
+
+    wanted = {"boxes", "classes", "difficult", "original_size", "source_id"}
+    if pixels:
+        wanted.add("image")
+
+    def parse(serialized):
+        example = parse_example(serialized)
+        return {k: v for k, v in example.items() if k in wanted}
+
+    dataset = tf.data.TFRecordDataset(shard_paths(shards_dir, split))
+    if max_images:
+        dataset = dataset.take(max_images)
+    return dataset.map(parse).prefetch(2).as_numpy_iterator()
+
+
+def ground_truth(example: dict) -> GroundTruth:
+    height, width = (int(v) for v in example["original_size"])
+    return GroundTruth(
+        boxes=example["boxes"].reshape(-1, 4),
+        class_ids=example["classes"].astype(np.int64),
+        difficult=example["difficult"].astype(bool),
+        width=width,
+        height=height,
+    )
+
+
+def read_truths(shards_dir: str, split: str, max_images: int = 0) -> EvalSet:
+    """The true objects of a split, without its pixels (images is empty)."""
+    from kubedetect.preprocess import load_manifest  # noqa: PLC0415
+
+    truths, ids = [], []
+    for example in split_examples(shards_dir, split, max_images, pixels=False):
+        truths.append(ground_truth(example))
+        ids.append(example["source_id"].decode())
+    if not truths:
+        raise KubedetectError(f"{shards_dir}: the '{split}' split holds no images")
+    classes = tuple(load_manifest(shards_dir)["classes"])
+    return EvalSet(np.zeros((0, 0, 0, 3), np.uint8), truths, ids, classes)
 
 
 def load_split(shards_dir: str, split: str = "val", max_images: int = 0) -> EvalSet:
-    import tensorflow as tf  # noqa: PLC0415
-
-    from kubedetect.preprocess import load_manifest, shard_paths  # noqa: PLC0415
-    from kubedetect.records import parse_example  # noqa: PLC0415
+    """A whole split in memory, for callers that run several models on the same pixels (the
+    quantization report). One copy: the images are written into one preallocated array."""
+    from kubedetect.preprocess import load_manifest  # noqa: PLC0415
 
     manifest = load_manifest(shards_dir)
-    files = shard_paths(shards_dir, split)
-    dataset = tf.data.TFRecordDataset(files).map(parse_example)
-    if max_images:
-        dataset = dataset.take(max_images)
-    images, truths, ids = [], [], []
-    for example in dataset.as_numpy_iterator():
-        images.append(example["image"])
-        height, width = (int(v) for v in example["original_size"])
-        truths.append(
-            GroundTruth(
-                boxes=example["boxes"].reshape(-1, 4),
-                class_ids=example["classes"].astype(np.int64),
-                difficult=example["difficult"].astype(bool),
-                width=width,
-                height=height,
-            )
-        )
+    size = int(manifest["image_size"])
+    count = int(manifest["splits"].get(split, {}).get("images", 0))
+    count = min(count, max_images) if max_images else count
+    images = np.empty((count, size, size, 3), np.uint8)
+    truths, ids = [], []
+    for i, example in enumerate(split_examples(shards_dir, split, count)):
+        images[i] = example["image"]
+        truths.append(ground_truth(example))
         ids.append(example["source_id"].decode())
-    if not images:
+    if not truths:
         raise KubedetectError(f"{shards_dir}: the '{split}' split holds no images")
-    return EvalSet(np.stack(images), truths, ids, tuple(manifest["classes"]))
+    return EvalSet(images[: len(truths)], truths, ids, tuple(manifest["classes"]))
+
+
+def predict_split(
+    predict,
+    shards_dir: str,
+    split: str,
+    *,
+    max_images: int = 0,
+    batch_size: int,
+    max_detections: int,
+    keep_images: int = 0,
+    progress: bool = False,
+) -> tuple[list[Detections], EvalSet]:
+    """Detections for every image of a split, streamed from the shards a batch at a time; the
+    split's truths, and the pixels of its first `keep_images` images (for the plots)."""
+    from kubedetect.preprocess import load_manifest  # noqa: PLC0415
+
+    manifest = load_manifest(shards_dir)
+    total = int(manifest["splits"].get(split, {}).get("images", 0))
+    total = min(total, max_images) if max_images else total
+    found: list[Detections] = []
+    truths, ids, kept, batch = [], [], [], []
+
+    def flush():
+        found.extend(
+            predict(np.stack(batch), score_threshold=MAP_SCORE_FLOOR, max_detections=max_detections)
+        )
+        batch.clear()
+
+    examples = split_examples(shards_dir, split, max_images)
+    bar = tqdm(examples, total=total, desc="predict", unit="img", disable=not progress, leave=False)
+    for example in bar:
+        truths.append(ground_truth(example))
+        ids.append(example["source_id"].decode())
+        if len(kept) < keep_images:
+            kept.append(example["image"])
+        batch.append(example["image"])
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    if not truths:
+        raise KubedetectError(f"{shards_dir}: the '{split}' split holds no images")
+    size = int(manifest["image_size"])
+    images = np.stack(kept) if kept else np.zeros((0, size, size, 3), np.uint8)
+    return found, EvalSet(images, truths, ids, tuple(manifest["classes"]))
 
 
 def predict_all(
@@ -123,35 +204,57 @@ def evaluate(
     progress: bool = True,
     data: EvalSet | None = None,
 ) -> dict:
-    """Evaluate a model on a split; writes out_dir/metrics.json (and plots) if out_dir is given."""
+    """Evaluate a model on a split; writes out_dir/metrics.json (and plots) if out_dir is given.
+
+    The split is streamed from the shards (only the plots' few images are kept), unless `data`
+    holds it already (the quantization report runs every variant on one copy)."""
     config = config or EvalConfig()
     from kubedetect.detectors import load_detector  # noqa: PLC0415
+    from kubedetect.preprocess import load_manifest, shard_paths  # noqa: PLC0415
 
     threads = config.threads or available_cores()
+    _size_tensorflow(threads)
     detector = load_detector(model_path, num_threads=threads)
-    data = data or load_split(shards_dir, config.split, config.max_images)
-    if tuple(detector.classes) != data.classes:
+    if data is None:
+        manifest = load_manifest(shards_dir)
+        classes, image_size = tuple(manifest["classes"]), int(manifest["image_size"])
+        shard_paths(shards_dir, config.split)  # a clear error for a split that is not there
+    else:
+        classes, image_size = data.classes, int(data.images.shape[1])
+    if tuple(detector.classes) != classes:
         raise KubedetectError(
             f"{model_path} knows classes {list(detector.classes)} but {shards_dir} has "
-            f"{list(data.classes)}: evaluate a model on the data it was trained for"
+            f"{list(classes)}: evaluate a model on the data it was trained for"
         )
-    if detector.input_size != data.image_size:
+    if detector.input_size != image_size:
         raise KubedetectError(
             f"{model_path} takes {detector.input_size} px images but {shards_dir} stores "
-            f"{data.image_size} px ones: preprocess with --image-size {detector.input_size}"
+            f"{image_size} px ones: preprocess with --image-size {detector.input_size}"
         )
     threshold = (
         detector.card.decode["score_threshold"]
         if config.score_threshold is None
         else config.score_threshold
     )
-    found = predict_all(
-        detector.predict,
-        data.images,
-        batch_size=config.batch_size,
-        max_detections=config.max_detections,
-        progress=progress,
-    )
+    if data is None:
+        found, data = predict_split(
+            detector.predict,
+            shards_dir,
+            config.split,
+            max_images=config.max_images,
+            batch_size=config.batch_size,
+            max_detections=config.max_detections,
+            keep_images=config.grid_images if out_dir and config.plots else 0,
+            progress=progress,
+        )
+    else:
+        found = predict_all(
+            detector.predict,
+            data.images,
+            batch_size=config.batch_size,
+            max_detections=config.max_detections,
+            progress=progress,
+        )
     metrics = evaluate_detections(
         data,
         found,
@@ -187,6 +290,15 @@ def evaluate(
             )
             fs.write_text(fs.join(out_dir, "metrics.json"), json.dumps(metrics, indent=1) + "\n")
     return metrics
+
+
+def _size_tensorflow(threads: int) -> None:
+    """TensorFlow's op thread pools (a Keras model, and the tf.data reading the shards) sized to
+    the cores this pod may use; by itself TensorFlow takes every core of the node."""
+    from kubedetect.cluster import configure_threads  # noqa: PLC0415
+
+    with contextlib.suppress(RuntimeError):  # TensorFlow already runs here: its pools are made
+        configure_threads(threads)
 
 
 def summary(metrics: dict) -> str:

@@ -7,11 +7,15 @@ files with plain Python. TensorFlow is imported only when a URI asks for it.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import os
 import posixpath
 import re
-from collections.abc import Iterator
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -138,3 +142,114 @@ def sha256_file(path: str, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def rmtree(path: str) -> None:
+    """Remove a folder and everything in it (nothing if it is not there)."""
+    if is_uri(path):
+        if _gfile().exists(path):
+            _gfile().rmtree(path)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Replacing a folder by a new version of it, which was written beside it ("staging"): a run that
+# fails on the way leaves the previous version as it was.
+# ----------------------------------------------------------------------------------------------
+
+
+def staging_dir(target: str) -> str:
+    """A new, empty folder in which to write the next version of the folder `target`.
+
+    Beside `target` (same parent: the same filesystem or bucket, so that moving it in is a
+    rename), named `.NAME.staging-*`. When `target` is a mount point, its parent is another
+    filesystem (the container's own, often small): then inside `target`, hidden.
+    """
+    target = _clean(target)
+    tag = f"staging-{os.getpid()}-{secrets.token_hex(3)}"
+    parent, name = _split(target)
+    if not is_uri(target) and os.path.ismount(target):
+        staging = join(target, f".{tag}")
+    else:
+        staging = join(parent, f".{name}.{tag}")
+    makedirs(staging)
+    return staging
+
+
+def replace_dir(staging: str, target: str, *, keep: Callable[[str], bool], last: str) -> str:
+    """Make the folder `staging` the new content of `target`; returns how it was done.
+
+    The entries of the old `target` that `keep(name)` accepts (files not ours) stay; the others
+    go. Where the filesystem allows, the swap is atomic: the two folders are exchanged in one
+    rename (Linux renameat2 RENAME_EXCHANGE; or a plain rename when `target` does not exist
+    yet), so that readers see either the old version or the new one, never a mix. Elsewhere
+    (gs:// and other URIs, which have no folders to rename; a `target` that is a mount point;
+    a filesystem without the exchange) the files are moved in one by one: the file `last`
+    (the one that says the folder is complete and describes the rest) is removed first and
+    moved in last, so a reader meanwhile finds no such file rather than a mix.
+    """
+    target = _clean(target)
+    if not is_uri(target) and _split(staging)[0] == _split(target)[0]:
+        if not os.path.exists(target):
+            os.rename(staging, target)
+            return "renamed into place"
+        if _exchange(staging, target):
+            previous = staging  # the exchange left the old version under the staging name
+            for name in os.listdir(previous):
+                if keep(name):
+                    os.rename(os.path.join(previous, name), os.path.join(target, name))
+            shutil.rmtree(previous)
+            return "exchanged atomically"
+    _move_files(staging, target, keep=keep, last=last)
+    return "moved in file by file"
+
+
+def _move_files(staging: str, target: str, *, keep: Callable[[str], bool], last: str) -> None:
+    makedirs(target)
+    new = set(listdir(staging))
+    if exists(join(target, last)):
+        remove(join(target, last))
+    for name in sorted(new - {last}):
+        rename(join(staging, name), join(target, name))
+    for name in listdir(target):
+        path = join(target, name)
+        if name not in new and not keep(name) and _clean(path) != _clean(staging):
+            remove(path)
+    if last in new:
+        rename(join(staging, last), join(target, last))
+    rmtree(staging)
+
+
+def _clean(path: str) -> str:
+    path = str(path)
+    return path.rstrip("/") if is_uri(path) else os.path.abspath(path)
+
+
+def _split(path: str) -> tuple[str, str]:
+    path = _clean(path)
+    return posixpath.split(path) if is_uri(path) else os.path.split(path)
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchange(first: str, second: str) -> bool:
+    """Swap two local folders in one step; False where the kernel, the C library or the
+    filesystem cannot (the caller then moves files instead)."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):  # a C library without renameat2 (glibc < 2.28)
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+    renameat2.argtypes += [ctypes.c_uint]
+    done = renameat2(
+        _AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE
+    )
+    if done == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EXDEV, errno.EBUSY, errno.EPERM):
+        return False
+    raise OSError(code, os.strerror(code), second)

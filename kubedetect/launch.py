@@ -5,9 +5,18 @@ container command, with the same flags) and gives each the TF_CONFIG a TFJob wou
 N workers, hosts mapped to free localhost ports, and the worker's own index. Not a second
 training code path: the workers cannot tell the difference.
 
-- Their output is streamed line by line, each line prefixed with "[worker i]".
-- Threads: N workers share this machine's cores, so each gets cores // N op threads (unless
-  --threads says otherwise).
+- Each worker's full output (standard output and error) goes to its own log file,
+  LOG_DIR/worker-<i>.log (without a LOG_DIR, in a temporary folder kept only if a worker
+  fails). The console gets the launcher's lines and the workers' own log lines
+  (their standard output, where kubedetect.train logs: the cluster forming, one line per epoch,
+  the export), each prefixed "[worker i]"; not TensorFlow's chatter on standard error, nor the
+  gRPC errors a worker can print as its peers leave after a normal finish (docs/TRAINING.md).
+  A failed worker's last lines are shown with its log's path.
+- Threads: N workers share this machine's cores (the pod's, by kubedetect.resources), so each
+  gets cores // N op threads (unless --threads says otherwise).
+- Memory: N workers share one memory limit (KUBEDETECT_MEMORY_LIMIT, the cgroup's, or RAM), so
+  each is told limit // N in its KUBEDETECT_MEMORY_LIMIT, which sizes its training cache: one
+  pod's worth of memory is not promised to every worker.
 - If a worker fails, the others are stopped and the launcher exits with the failed worker's
   status. They are stopped with SIGKILL: MultiWorkerMirroredStrategy traps SIGTERM, and a
   worker waiting in a collective op for a dead peer would not notice anything else.
@@ -22,18 +31,26 @@ import contextlib
 import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import ExitStack
 
+from kubedetect.console import last_lines
 from kubedetect.errors import KubedetectError
-from kubedetect.resources import available_cores
+from kubedetect.resources import MEMORY_ENV, available_cores, memory_limit, parse_quantity
 
 POLL_SECONDS = 0.2
+FAILED_WORKER_LINES = 4  # of a failed worker's log, shown on the console
+# Where the workers' log files go when launch() is not told: a pipeline step cannot be told by
+# argument, so the local pipeline run sets this for its steps (pipelines/run.py). Else a new
+# temporary folder, named on the console.
+WORKER_LOG_DIR = "KUBEDETECT_WORKER_LOG_DIR"
 
 
 def tf_config(ports: list[int], index: int, host: str = "localhost") -> str:
@@ -70,74 +87,116 @@ def _die_with_parent() -> None:
         _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _stream(prefix: str, pipe, out, lock: threading.Lock) -> None:
+def _stream(prefix: str, pipe, log, out, lock: threading.Lock) -> None:
+    """Copy a worker's pipe line by line into its log file and, when `out` is given, to the
+    console, prefixed."""
     for raw in iter(pipe.readline, b""):
         text = raw.decode("utf-8", "replace").rstrip("\r\n")
         for line in text.split("\r"):  # progress bars redraw with \r: one line per redraw
             if line.strip():
                 with lock:
-                    out.write(f"{prefix} {line}\n")
-                    out.flush()
+                    log.write(line + "\n")
+                    log.flush()
+                    if out is not None:
+                        out.write(f"{prefix} {line}\n")
+                        out.flush()
     pipe.close()
 
 
+def worker_log_dir(log_dir: str | None = None) -> tuple[str, bool]:
+    """The folder of the workers' logs, and whether to keep it after a run that succeeded: as
+    given, else $KUBEDETECT_WORKER_LOG_DIR (both kept), else a new temporary folder (kept only
+    when a worker failed)."""
+    log_dir = log_dir or os.environ.get(WORKER_LOG_DIR)
+    if log_dir:
+        os.makedirs(log_dir, exist_ok=True)
+        return log_dir, True
+    return tempfile.mkdtemp(prefix="kubedetect-workers-"), False
+
+
 def launch(
-    train_argv: list[str], workers: int, *, threads: int = 0, env: dict | None = None, out=None
+    train_argv: list[str],
+    workers: int,
+    *,
+    threads: int = 0,
+    env: dict | None = None,
+    out=None,
+    log_dir: str | None = None,
 ) -> int:
     """Run `workers` training processes with `train_argv` until all succeed or one fails."""
     if workers < 1:
         raise KubedetectError(f"--workers must be at least 1, got {workers}")
     out = out or sys.stdout
+    log_dir, keep_logs = worker_log_dir(log_dir)
     argv = [a for a in _without_workers(train_argv)]
     if threads <= 0:
         argv += ["--threads", str(max(1, available_cores() // workers))]
     base_env = dict(os.environ if env is None else env)
     base_env.pop("TF_CONFIG", None)
     base_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    explicit = base_env.get(MEMORY_ENV, "").strip()
+    shared = int(parse_quantity(explicit)) if explicit else memory_limit()
+    base_env[MEMORY_ENV] = str(shared // workers)
     base_env["PYTHONUNBUFFERED"] = "1"
 
     lock = threading.Lock()
     processes: list[subprocess.Popen] = []
     streams: list[threading.Thread] = []
-    ports, reserved = reserve_ports(workers)
-    reserved.close()
-    try:
-        for i in range(workers):
-            worker_env = dict(base_env, TF_CONFIG=tf_config(ports, i))
-            process = subprocess.Popen(
-                [sys.executable, "-m", "kubedetect.train", *argv],
-                env=worker_env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-            processes.append(process)
-            with lock:
-                out.write(
-                    f"[launcher] worker {i} started (pid {process.pid}, localhost:{ports[i]})\n"
+    with ExitStack() as logs:
+        log_paths = [os.path.join(log_dir, f"worker-{i}.log") for i in range(workers)]
+        files = [logs.enter_context(open(path, "w", encoding="utf-8")) for path in log_paths]
+        if keep_logs:
+            _say(out, lock, f"each worker's full log: {os.path.join(log_dir, 'worker-<i>.log')}")
+        ports, reserved = reserve_ports(workers)
+        reserved.close()
+        try:
+            for i in range(workers):
+                worker_env = dict(base_env, TF_CONFIG=tf_config(ports, i))
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "kubedetect.train", *argv],
+                    env=worker_env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,
                 )
-                out.flush()
-            thread = threading.Thread(
-                target=_stream, args=(f"[worker {i}]", process.stdout, out, lock), daemon=True
-            )
-            thread.start()
-            streams.append(thread)
-        return _supervise(processes, out, lock)
-    except KeyboardInterrupt:
-        _kill_all(processes)
-        with lock:
-            out.write("[launcher] interrupted: every worker stopped\n")
-            out.flush()
-        return 130
-    finally:
-        _kill_all(processes)
-        for thread in streams:
-            thread.join(timeout=5)
+                processes.append(process)
+                _say(out, lock, f"worker {i} started (pid {process.pid}, localhost:{ports[i]})")
+                for pipe, shown in ((process.stdout, out), (process.stderr, None)):
+                    thread = threading.Thread(
+                        target=_stream,
+                        args=(f"[worker {i}]", pipe, files[i], shown, lock),
+                        daemon=True,
+                    )
+                    thread.start()
+                    streams.append(thread)
+            code, failed = _supervise(processes, out, lock)
+        except KeyboardInterrupt:
+            _kill_all(processes)
+            _say(out, lock, "interrupted: every worker stopped")
+            return 130
+        finally:
+            _kill_all(processes)
+            for thread in streams:
+                thread.join(timeout=5)
+    if failed is not None:  # its log is complete now: show how it ended
+        for line in last_lines(log_paths[failed], FAILED_WORKER_LINES):
+            _say(out, lock, f"  | {line}")
+        _say(out, lock, f"worker {failed}'s full log: {log_paths[failed]}")
+    elif not keep_logs:
+        shutil.rmtree(log_dir, ignore_errors=True)
+    return code
 
 
-def _supervise(processes: list[subprocess.Popen], out, lock) -> int:
+def _say(out, lock: threading.Lock, text: str) -> None:
+    with lock:
+        out.write(f"[launcher] {text}\n")
+        out.flush()
+
+
+def _supervise(processes: list[subprocess.Popen], out, lock) -> tuple[int, int | None]:
+    """Wait for every worker; the exit code, and the index of the worker that failed, if any."""
     previous = (
         signal.signal(signal.SIGTERM, _raise_interrupt)
         if threading.current_thread() is threading.main_thread()
@@ -150,18 +209,11 @@ def _supervise(processes: list[subprocess.Popen], out, lock) -> int:
             if failed:
                 index, code = failed[0]
                 _kill_all(processes)
-                with lock:
-                    out.write(
-                        f"[launcher] worker {index} failed (exit status {code}); "
-                        "stopped the others\n"
-                    )
-                    out.flush()
-                return code if code > 0 else 128 - code
+                _say(out, lock, f"worker {index} failed (exit status {code}); stopped the others")
+                return (code if code > 0 else 128 - code), index
             if all(c == 0 for c in codes):
-                with lock:
-                    out.write(f"[launcher] all {len(processes)} workers finished\n")
-                    out.flush()
-                return 0
+                _say(out, lock, f"all {len(processes)} workers finished")
+                return 0, None
             time.sleep(POLL_SECONDS)
     finally:
         if previous is not None:

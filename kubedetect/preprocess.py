@@ -39,6 +39,12 @@ from kubedetect.tfrecord import TFRecordWriter
 FORMAT = "kubedetect.dataset/v1"
 MANIFEST = "dataset.json"
 _PART = re.compile(r"^part-(\d{5})-of-(\d{5})\.json$")
+# Every file a run writes into OUT_DIR (and the temporary names they are written under): what a
+# full run replaces; anything else found there is left alone.
+_OURS = re.compile(
+    r"^(part-\d{5}-of-\d{5}\.json|\w+-\d{5}-of-\d{5}\.tfrecord|dataset\.json|labels\.json)"
+    r"(\.tmp(-\d+)?)?$"
+)
 
 
 def shard_file(split: str, index: int, count: int) -> str:
@@ -102,38 +108,64 @@ def preprocess(
                 f"{data_dir}: no annotation has an image to use ({describe(dataset.problems)}); "
                 f"`kubedetect data check {data_dir}` writes the full report"
             )
-        fs.makedirs(out_dir)
-        if config.shard_index is None:
-            _remove_previous_outputs(out_dir)
-        indices = range(count) if config.shard_index is None else [config.shard_index]
-        shard = {r.key: shard_of(r.key, count) for r in dataset.records}
-        records = sorted(
-            (r for r in dataset.records if shard[r.key] in indices),
-            key=lambda r: (shard[r.key], r.key),
-        )
-        splits = [s for s in SPLITS if any(r.split == s for r in dataset.records)]
-        bar = tqdm(
-            pool.map(records, classes=dataset.classes.names),
-            total=len(records),
-            desc="preprocess",
-            unit="img",
-            disable=not config.progress,
-        )
-        parts = {}
-        with bar:
-            # Results arrive sorted by shard: each shard's files are written and closed in turn.
-            for index, prepared in groupby(bar, key=lambda p: shard[p.record.key]):
-                parts[index] = _write_shard(
-                    out_dir, index, count, prepared, dataset, splits, config
-                )
+        if config.shard_index is not None:
+            fs.makedirs(out_dir)
+            parts = _write_shards(pool, out_dir, [config.shard_index], dataset, config)
+            return parts[config.shard_index]
+        # A full run writes the new version of OUT_DIR beside it and swaps it in when complete:
+        # a run that fails on the way leaves the previous shards and manifest as they were.
+        staging = fs.staging_dir(out_dir)
+        try:
+            parts = _write_shards(pool, staging, range(count), dataset, config)
+            # The parts are at hand and their files were checksummed as they were written: the
+            # merge of a full run skips what `merge_shards` checks of parts left by other runs.
+            manifest = _write_manifest(staging, [parts[index] for index in range(count)])
+        except BaseException:
+            fs.rmtree(staging)
+            raise
+    try:
+        fs.replace_dir(staging, out_dir, keep=lambda name: not _OURS.match(name), last=MANIFEST)
+    except OSError as exc:
+        raise KubedetectError(
+            f"{out_dir}: could not move the new shards in from {staging}, where they are "
+            f"complete ({exc})"
+        ) from None
+    return manifest
+
+
+def _write_shards(
+    pool: OrderedPool,
+    out_dir: str,
+    indices: Iterable[int],
+    dataset: Dataset,
+    config: PreprocessConfig,
+) -> dict[int, dict]:
+    """Prepare the images of the shards `indices` in the pool and write their files into
+    out_dir; returns each shard's part."""
+    count = config.num_shards
+    indices = list(indices)
+    shard = {r.key: shard_of(r.key, count) for r in dataset.records}
+    records = sorted(
+        (r for r in dataset.records if shard[r.key] in indices),
+        key=lambda r: (shard[r.key], r.key),
+    )
+    splits = [s for s in SPLITS if any(r.split == s for r in dataset.records)]
+    bar = tqdm(
+        pool.map(records, classes=dataset.classes.names),
+        total=len(records),
+        desc="preprocess",
+        unit="img",
+        disable=not config.progress,
+    )
+    parts = {}
+    with bar:
+        # Results arrive sorted by shard: each shard's files are written and closed in turn.
+        for index, prepared in groupby(bar, key=lambda p: shard[p.record.key]):
+            parts[index] = _write_shard(out_dir, index, count, prepared, dataset, splits, config)
     for index in indices:  # a shard that no record hashed to still gets its (empty) files
         if index not in parts:
             parts[index] = _write_shard(out_dir, index, count, (), dataset, splits, config)
-    if config.shard_index is not None:
-        return parts[config.shard_index]
-    # The parts are at hand and their files were checksummed as they were written: the merge of
-    # a full run skips what `merge_shards` checks of parts left by other runs.
-    return _write_manifest(out_dir, [parts[index] for index in indices])
+    return parts
 
 
 def _write_shard(
@@ -280,14 +312,6 @@ def _settings(config: PreprocessConfig, classes: ClassMap) -> dict:
         "jpeg_quality": config.jpeg_quality,
         "classes": list(classes.names),
     }
-
-
-def _remove_previous_outputs(out_dir: str) -> None:
-    """A full run replaces what an earlier run left (only files of our own naming)."""
-    ours = re.compile(r"^(part-\d{5}-of-\d{5}\.json|\w+-\d{5}-of-\d{5}\.tfrecord|dataset\.json)$")
-    for name in fs.listdir(out_dir):
-        if ours.match(name):
-            fs.remove(fs.join(out_dir, name))
 
 
 def _dump(payload: dict) -> str:

@@ -5,13 +5,15 @@ these with TF_CONFIG) and for N pods of a TFJob. Read it top to bottom:
 
 1. the cluster, from TF_CONFIG, and its distribution strategy (MultiWorkerMirroredStrategy for
    two or more workers), joined within --cluster-timeout;
-2. the data: this worker's part of the training shards, seeded, augmented, endless;
+2. the data: this worker's part of the training shards, seeded, augmented, endless, cached
+   in memory only if it fits the pod's memory budget;
 3. the model and optimizer, created in the strategy's scope, restored from the latest
    checkpoint if a previous run of this job left one;
 4. the loop: a custom training step run by `strategy.run` on every replica, its per-example
    losses averaged over the global batch (Keras 3 `fit` fails under MultiWorkerMirroredStrategy
-   with two or more workers: keras-team/keras#20585), checkpoints every N steps, one log line
-   per epoch with the loss terms, images/s and, on the chief, the validation mAP;
+   with two or more workers: keras-team/keras#20585) and summed on the device (read once per
+   epoch, not every step), checkpoints every N steps, one log line per epoch with the loss
+   terms, images/s and, on the chief, the validation mAP that all workers measured together;
 5. the export: the chief writes MODEL_DIR, the other workers a temporary folder they remove.
 """
 
@@ -28,6 +30,8 @@ from kubedetect.config import ModelConfig, TrainConfig, add_arguments, from_args
 from kubedetect.errors import KubedetectError
 
 CHECKPOINT_HISTORY = "history.csv"  # the epochs done so far, kept beside the checkpoints
+CACHE_MODES = ("auto", "memory", "none")
+LOSS_TERMS = ("total", "heatmap", "size", "offset")
 
 # TensorFlow's CPU allocator frees large tensors back to the system, so every step maps its
 # activations and gradients afresh. In one process that goes unnoticed; in a worker of
@@ -38,14 +42,20 @@ CHECKPOINT_HISTORY = "history.csv"  # the epochs done so far, kept beside the ch
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 # What `make demo` trains on synthetic shapes: the data it makes and the flags it passes. About
-# six minutes of training on two CPU cores; bench/train.py measures exactly this (mAP against
-# time in docs/BENCHMARKS.md).
-DEMO = {"images": 2000, "image_size": 256, "epochs": 12, "batch_size": 32}
+# two to four minutes of training on two CPU cores, to a validation mAP@0.5 near 0.87 (the
+# default quality gate asks for 0.5); validation mAP at the end only, since the chief measuring
+# it after every epoch kept the other worker waiting (about a tenth of the training time).
+# bench/train.py measures this training (mAP against time), bench/demo.py the whole demo (both
+# in docs/BENCHMARKS.md).
+DEMO = {"images": 2000, "image_size": 256, "epochs": 8, "batch_size": 32, "eval_every": 0}
 
 
 def demo_flags() -> list[str]:
     """The training flags of the demo (the rest are TrainConfig's defaults)."""
-    return ["--epochs", str(DEMO["epochs"]), "--batch-size", str(DEMO["batch_size"])]
+    return [
+        *("--epochs", str(DEMO["epochs"]), "--batch-size", str(DEMO["batch_size"])),
+        *("--eval-every", str(DEMO["eval_every"])),
+    ]
 
 
 def log(message: str) -> None:
@@ -57,30 +67,44 @@ def train(
     model_dir: str,
     config: TrainConfig | None = None,
     model_config: ModelConfig | None = None,
+    *,
+    strategy=None,
 ) -> dict:
-    """Train and export; returns a summary (steps, final metrics, weights digest, is_chief)."""
+    """Train and export; returns a summary (steps, final metrics, weights digest, is_chief).
+
+    `strategy`: a distribution strategy the caller made (say, MirroredStrategy over chosen
+    devices); by default the one TF_CONFIG and the visible GPUs call for.
+    """
     config, model_config = config or TrainConfig(), model_config or ModelConfig()
+    if config.cache not in CACHE_MODES:
+        raise KubedetectError(f"--cache {config.cache!r}: expected one of {', '.join(CACHE_MODES)}")
     started = time.perf_counter()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras  # noqa: PLC0415 - TensorFlow only once training starts
     import tensorflow as tf  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
+    _require_gpus(config.require_gpus, tf.config.list_physical_devices("GPU"))
+
     from kubedetect import cluster as clusters  # noqa: PLC0415
     from kubedetect import fs  # noqa: PLC0415
-    from kubedetect.evaluate import evaluate_detections, load_split, predict_all  # noqa: PLC0415
     from kubedetect.export import export, history_csv, weights_digest  # noqa: PLC0415
-    from kubedetect.inputs import training_dataset  # noqa: PLC0415
+    from kubedetect.inputs import distributed_training_data, local_replica_count  # noqa: PLC0415
     from kubedetect.labels import ClassMap  # noqa: PLC0415
     from kubedetect.losses import detection_losses  # noqa: PLC0415
     from kubedetect.model import build_detector  # noqa: PLC0415
     from kubedetect.preprocess import load_manifest, shard_paths  # noqa: PLC0415
+    from kubedetect.resources import available_cores  # noqa: PLC0415
+    from kubedetect.validation import Validation  # noqa: PLC0415
 
     # -- 1. the cluster ---------------------------------------------------------------------
     cluster = clusters.Cluster.from_env()
-    clusters.configure_threads(config.threads)
-    strategy = clusters.make_strategy(cluster, config.cluster_timeout, log=log)
+    threads = config.threads or available_cores()  # the pod's cores, not the node's
+    if strategy is None:
+        clusters.configure_threads(threads)
+        strategy = clusters.make_strategy(cluster, config.cluster_timeout, log=log)
     replicas = strategy.num_replicas_in_sync
+    local_replicas = local_replica_count(strategy)  # several GPUs in one pod
     if config.batch_size % replicas:
         raise KubedetectError(
             f"--batch-size {config.batch_size} does not split evenly over {replicas} replicas"
@@ -95,6 +119,7 @@ def train(
     image_size = int(manifest["image_size"])
     train_files = shard_paths(shards_dir, "train")
     train_images = int(manifest["splits"]["train"]["images"])
+    records_per_file = [int(f["records"]) for f in manifest["shards"] if f["split"] == "train"]
     if train_images < config.batch_size and not config.steps_per_epoch:
         raise KubedetectError(
             f"{shards_dir}: {train_images} training images, "
@@ -148,44 +173,50 @@ def train(
         else:
             tf.io.gfile.rmtree(write_dir)
 
-    dataset = strategy.distribute_datasets_from_function(
-        lambda context: training_dataset(
-            train_files,
-            num_classes=len(classes),
-            image_size=image_size,
-            batch_size=context.get_per_replica_batch_size(config.batch_size),
-            config=config,
-            start_step=step,
-            num_workers=context.num_input_pipelines,
-            worker=context.input_pipeline_id,
-        )
+    dataset = distributed_training_data(
+        strategy,
+        train_files,
+        records_per_file,
+        num_classes=len(classes),
+        image_size=image_size,
+        config=config,
+        start_step=step,
+        log=lambda message: log(f"{cluster.name}: {message}"),
     )
     iterator = iter(dataset)
 
-    # The chief measures validation mAP on a plain (undistributed) copy of the model.
-    val_data = eval_model = None
-    if cluster.is_chief and config.epochs:
-        try:
-            val_data = load_split(shards_dir, "val", config.eval_images)
-        except KubedetectError as exc:
-            log(f"no validation mAP: {exc}")
-    if val_data is not None:
-        eval_model = build_detector(len(classes), image_size, model_config)
-        from kubedetect.decode import decode_batch  # noqa: PLC0415
-        from kubedetect.detectors import forward_function  # noqa: PLC0415
-
-        forward = forward_function(eval_model)
-
-        def predict(pixels, **decode_options):
-            outputs = forward(pixels.astype("float32"))
-            return decode_batch({k: v.numpy() for k, v in outputs.items()}, **decode_options)
-
-        def validation_map() -> dict:
-            eval_model.set_weights(model.get_weights())
-            found = predict_all(predict, val_data.images, batch_size=32, max_detections=100)
-            return evaluate_detections(val_data, found, score_threshold=0.3)
+    # Validation: every worker predicts its slice of the val split; the chief scores it.
+    validation = None
+    if config.epochs and "val" in manifest["splits"]:
+        validation = Validation(
+            strategy,
+            model,
+            shards_dir,
+            batch_size=config.batch_size,
+            max_images=config.eval_images,
+            is_chief=cluster.is_chief,
+            threads=threads,
+            log=lambda message: log(f"{cluster.name}: {message}"),
+        )
+    elif config.epochs:
+        log(f"{cluster.name}: no validation mAP: {shards_dir} has no 'val' split")
 
     # -- 4. the loop ------------------------------------------------------------------------
+    # The loss terms are summed where they are computed, one sum per replica: nothing leaves
+    # the device at a step. The epoch's mean is read once at its end (one all-reduce, made by
+    # every worker at the same step); the progress bar reads this worker's running sums every
+    # --log-every steps, and only when it is shown.
+    with strategy.scope():
+        loss_sums = {
+            name: tf.Variable(
+                0.0,
+                trainable=False,
+                synchronization=tf.VariableSynchronization.ON_READ,
+                aggregation=tf.VariableAggregation.SUM,
+            )
+            for name in LOSS_TERMS
+        }
+
     @tf.function
     def train_step(iterator):
         def step_fn(images, targets):
@@ -198,17 +229,25 @@ def train(
                 scaled = optimizer.scale_loss(loss)
             gradients = tape.gradient(scaled, model.trainable_variables)
             optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
-            return {
-                k: tf.nn.compute_average_loss(v, global_batch_size=config.batch_size)
-                for k, v in terms.items()
-            }
+            for name, value in terms.items():
+                loss_sums[name].assign_add(
+                    tf.nn.compute_average_loss(value, global_batch_size=config.batch_size)
+                )
 
-        images, targets = next(iterator)
-        per_replica = strategy.run(step_fn, args=(images, targets))
-        return {
-            k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-            for k, v in per_replica.items()
-        }
+        images, targets, _ = next(iterator)
+        strategy.run(step_fn, args=(images, targets))
+
+    def epoch_losses(steps: int) -> dict[str, float]:
+        """The epoch's mean loss terms over all replicas, and the sums reset."""
+        means = {name: float(total.read_value()) / steps for name, total in loss_sums.items()}
+        for total in loss_sums.values():
+            total.assign(0.0)
+        return means
+
+    def running_loss(steps: int) -> float:
+        """This worker's mean total loss so far in the epoch (its replicas only: no collective)."""
+        local = strategy.experimental_local_results(loss_sums["total"])
+        return sum(float(v) for v in local) * replicas / local_replicas / max(1, steps)
 
     @tf.function
     def average_statistics():
@@ -242,13 +281,14 @@ def train(
         f"{cluster.name}: training {model.count_params():,} parameters on {train_images} images "
         f"({len(classes)} classes, {image_size} px) for {config.epochs} epochs of "
         f"{steps_per_epoch} steps, global batch {config.batch_size} over {replicas} replica(s)"
-        f"{', mixed precision' if mixed else ''}"
+        f"{', mixed precision' if mixed else ''}, "
+        f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'} CPU op thread(s)"
     )
     train_seconds = history[-1]["train_seconds"] if history else 0.0
     metrics: dict = {}
+    validated_at = -1  # the step of the latest validation
     for epoch in range(step // steps_per_epoch, config.epochs):
         epoch_start, first_step = time.perf_counter(), step
-        sums: dict[str, float] = {}
         bar = tqdm(
             total=(epoch + 1) * steps_per_epoch - step,
             desc=f"epoch {epoch + 1}/{config.epochs}",
@@ -257,22 +297,23 @@ def train(
             leave=False,
         )
         while step < (epoch + 1) * steps_per_epoch:
-            terms = train_step(iterator)
+            train_step(iterator)
             step += 1
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
             bar.update()
+            if not bar.disable and config.log_every and step % config.log_every == 0:
+                bar.set_postfix(loss=f"{running_loss(step - first_step):.4f}", refresh=False)
             if config.checkpoint_every and step % config.checkpoint_every == 0:
                 save_checkpoint()
         bar.close()
+        losses = epoch_losses(step - first_step)  # waits for the epoch's last step
         seconds = time.perf_counter() - epoch_start
         train_seconds += seconds
         done = step - first_step
         row = {
             "epoch": epoch + 1,
             "step": step,
-            "loss": sums["total"] / done,
-            **{f"{k}_loss": sums[k] / done for k in ("heatmap", "size", "offset")},
+            "loss": losses["total"],
+            **{f"{k}_loss": losses[k] for k in ("heatmap", "size", "offset")},
             "learning_rate": float(schedule(step)),
             "images_per_second": done * config.batch_size / seconds,
             "epoch_seconds": seconds,
@@ -283,11 +324,12 @@ def train(
         }
         last = epoch + 1 == config.epochs
         average_statistics()
-        if eval_model is not None and (
+        if validation is not None and (
             last or (config.eval_every and (epoch + 1) % config.eval_every == 0)
         ):
-            metrics = validation_map()
-            row.update(val_map50=metrics["map50"], val_map50_95=metrics["map50_95"])
+            metrics, validated_at = validation() or {}, step
+            if metrics:
+                row.update(val_map50=metrics["map50"], val_map50_95=metrics["map50_95"])
         history.append(row)
         log(_epoch_line(cluster.name, config.epochs, row))
         if not config.checkpoint_every or step % config.checkpoint_every or last:
@@ -295,8 +337,8 @@ def train(
 
     # -- 5. the export ----------------------------------------------------------------------
     average_statistics()
-    if eval_model is not None and not metrics:  # resumed after the last epoch: measure it now
-        metrics = validation_map()
+    if validation is not None and validated_at != step:  # resumed after the last epoch
+        metrics = validation() or {}
     digest = weights_digest(model.get_weights())
     log(f"{cluster.name}: final step {step}, weights sha256 {digest}")
     final = build_detector(len(classes), image_size, model_config)
@@ -338,6 +380,18 @@ def train(
         "history": history,
         "sha256": card.sha256,
     }
+
+
+def _require_gpus(wanted: int, visible: list) -> None:
+    """A worker given GPUs that sees none would train on the CPU for hours while holding them:
+    stop within seconds instead, saying why."""
+    if len(visible) < wanted:
+        raise KubedetectError(
+            f"--require-gpus {wanted}: TensorFlow sees {len(visible)} GPU(s) in this worker, "
+            "so it would train on the CPU while holding the GPUs it was given. Is the image the "
+            "GPU build (k8s/build-images.sh --gpu, tag -gpu; see --tfjob-image), and do the "
+            "node's NVIDIA driver and device plugin work (`nvidia-smi` in the pod)?"
+        )
 
 
 def _epoch_line(name: str, epochs: int, row: dict) -> str:

@@ -5,6 +5,9 @@
    preprocessing, two MultiWorkerMirroredStrategy worker processes, evaluation, quantization,
    the quality gate and deploy into a local model registry;
 3. a summary table, then `kubedetect serve` on http://127.0.0.1:8080 with its web page.
+
+The console shows a line as each step starts and ends; every step's full output is in
+OUT/logs/ (kubedetect.console, pipelines.tasklog).
 """
 
 import argparse
@@ -12,7 +15,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 
+from kubedetect.console import Console, progress_wanted, shown
 from kubedetect.errors import KubedetectError
 from kubedetect.train import DEMO
 
@@ -43,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-serve", dest="serve", action="store_false", help="stop after the pipeline"
     )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show every step's output as it comes"
+    )
     args = parser.parse_args(argv)
     try:
         return _demo(args)
@@ -60,13 +68,18 @@ def _demo(args: argparse.Namespace) -> int:
     out = os.path.abspath(args.out)
     data_dir = os.path.abspath(args.data) if args.data else os.path.join(out, "data")
     serving_dir = os.path.join(out, "serving")
+    log_dir = os.path.join(out, "logs")
+    console = Console()
+    console.line(
+        "kubedetect demo: "
+        + ("your data" if args.data else "synthetic shapes")
+        + " through the Kubeflow pipeline (run here by kfp.local), then the served model"
+    )
+    console.line(f"every step's full log: {shown(log_dir)}/")
+    console.line()
     if not args.data:
-        _step(1, f"synthetic data: {args.images} images of shapes -> {data_dir}")
-        _synthesize(data_dir, args.images)
-    else:
-        _step(1, f"your data: {data_dir}")
+        _synthesize(console, data_dir, args.images)
 
-    _step(2, "the kubedetect pipeline, run locally by kfp.local (the same DAG as on Kubeflow)")
     params = {
         "data_uri": data_dir,
         "num_shards": args.num_shards,
@@ -74,48 +87,66 @@ def _demo(args: argparse.Namespace) -> int:
         "workers": args.workers,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
+        "train_flags": f"--eval-every {DEMO['eval_every']}",
         "min_map": args.min_map,
         "serving_dir": serving_dir,
     }
-    run = run_local(params, os.path.join(out, "kfp-local"))
+    run = run_local(
+        params,
+        os.path.join(out, "kfp-local"),
+        log_dir=log_dir,
+        console=console,
+        verbose=args.verbose,
+    )
 
-    _step(3, "summary")
-    print(summary(run, data_dir, serving_dir))
+    console.line()
+    console.lines(summary(run, data_dir, serving_dir))
     if not run.deployed:
-        print("\nThe quality gate held the model back (see above): nothing new to serve.")
+        console.line("\nThe quality gate held the model back (see above): nothing new to serve.")
         return 1
     if not args.serve:
         return 0
     model = os.path.join(serving_dir, "current")
-    print(
-        f"\nServing {os.path.realpath(model)} at http://{args.host}:{args.port}"
-        "  (Ctrl-C stops it)\n",
-        flush=True,
+    console.line(
+        f"\nServing {shown(os.path.realpath(model))} at http://{args.host}:{args.port}"
+        "  (Ctrl-C stops it)\n"
     )
     command = [
         sys.executable,
         "-m",
         "kubedetect.cli",
         "serve",
-        model,
+        shown(model),
         "--host",
         args.host,
         "--port",
         str(args.port),
+        # A person watching the demo: problems only, not every request as a JSON line.
+        "--log-level",
+        "warning",
+        "--no-access-log",
     ]
     return subprocess.call(command)
 
 
-def _synthesize(data_dir: str, images: int) -> None:
+def _synthesize(console: Console, data_dir: str, images: int) -> None:
     from kubedetect.data.synth import synthesize
 
-    if (
-        os.path.isdir(os.path.join(data_dir, "Annotations"))
-        and len(os.listdir(os.path.join(data_dir, "Annotations"))) == images
-    ):
-        print(f"  already there ({images} images): kept")
+    annotations = os.path.join(data_dir, "Annotations")
+    if os.path.isdir(annotations) and len(os.listdir(annotations)) == images:
+        console.skipped("synthetic data", f"{images} images already in {shown(data_dir)}")
         return
-    synthesize(data_dir, images, seed=0)
+    console.started_step("synthetic data", f"{images} images of shapes into {shown(data_dir)}")
+    started = time.monotonic()
+    made = synthesize(data_dir, images, seed=0, progress=progress_wanted())
+    seconds = time.monotonic() - started
+    splits = made["splits"]
+    console.done(
+        "synthetic data",
+        seconds,
+        f"{images} images ({splits['train']} train, {splits['val']} val), "
+        f"{sum(made['objects'].values()):,} objects, {images / seconds:.0f} images/s",
+    )
 
 
 def summary(run, data_dir: str, serving_dir: str) -> str:
@@ -148,13 +179,10 @@ def summary(run, data_dir: str, serving_dir: str) -> str:
         ("evaluation", run.evaluation + "  (HTML with plots)"),
         ("serving", os.path.join(serving_dir, "current") if run.deployed else "(not deployed)"),
         ("run", run.root),
+        ("logs", run.log_dir),
     ]
-    lines += [f"{name:<11} {path}" for name, path in where]
+    lines += [f"{name:<11} {shown(path)}" for name, path in where]
     return "\n".join(lines)
-
-
-def _step(number: int, text: str) -> None:
-    print(f"\n=== [{number}/3] {text}", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,15 @@
 
 The same DAG runs on Kubeflow Pipelines (compiled to YAML and submitted) and on this machine
 (kfp.local's SubprocessRunner). What differs is fixed at compile time by `PipelineConfig`: the
-train step submits a TFJob or runs the local launcher, and deploy rolls the serving Deployment
-or installs into a local folder. Cluster settings (`ClusterConfig`: the trainer image of every
-step, the workspace PVC, GPU scheduling, pull secrets) become kfp-kubernetes settings, which the
-local runner ignores.
+train step submits a TFJob or runs the local launcher, deploy rolls the serving Deployment or
+installs into a local folder, and whether KFP may reuse earlier results. Cluster settings
+(`ClusterConfig`: the images, the workspace PVC, GPU scheduling, pull secrets) become
+kfp-kubernetes settings, which the local runner ignores.
+
+Caching: `plan shards` runs every time and fingerprints the data folder; the fingerprint is an
+input of every `preprocess shard`, so their cache key (and through their outputs, that of every
+later step) changes exactly when the data does. `deploy` acts on the cluster and always runs;
+`train` gets the run's id (its TFJob's name), so it never reuses another run's model.
 """
 
 import json
@@ -19,6 +24,7 @@ from kfp import dsl, kubernetes
 from components.data import merge_shards, plan_shards, preprocess_shard
 from components.deploy import deploy
 from components.evaluate import evaluate, quality_gate, quantize
+from components.steppod import FIELDS as STEP_POD_FIELDS
 from components.train import train
 from kubedetect.config import (
     ClusterConfig,
@@ -52,15 +58,21 @@ def build_pipeline(
             f"got {settings.deploy_to!r}"
         )
 
-    def component(func):
-        return dsl.component(func, base_image=cluster.image, install_kfp_package=False)
+    def component(func, image: str = cluster.image):
+        return dsl.component(func, base_image=image, install_kfp_package=False)
 
     plan_op, shard_op, merge_op = (
         component(plan_shards),
         component(preprocess_shard),
         component(merge_shards),
     )
-    train_op, evaluate_op, quantize_op = component(train), component(evaluate), component(quantize)
+    # Training inside the step on GPUs needs the GPU build; a TFJob's workers get it themselves.
+    # (Asked here in both cases: an image whose GPU build cannot be named is refused at compile
+    # time, not when the train step runs.)
+    worker_image = cluster.worker_image()
+    training_image = worker_image if settings.launcher == "local" else cluster.image
+    train_op = component(train, training_image)
+    evaluate_op, quantize_op = component(evaluate), component(quantize)
     gate_op, deploy_op = component(quality_gate), component(deploy)
     cluster_json = json.dumps(to_dict(cluster), sort_keys=True)
 
@@ -84,14 +96,15 @@ def build_pipeline(
             data_uri=data_uri, num_shards=num_shards, classes=classes, val_fraction=val_fraction
         )
         plan.set_display_name("plan shards")
-        with dsl.ParallelFor(plan.outputs["Output"], parallelism=settings.parallelism) as index:
+        with dsl.ParallelFor(plan.outputs["Output"], parallelism=settings.parallelism) as item:
             shard = shard_op(
                 data_uri=data_uri,
-                shard_index=index,
+                shard_index=item.shard_index,
                 num_shards=num_shards,
                 image_size=image_size,
                 classes=classes,
                 val_fraction=val_fraction,
+                data_fingerprint=item.data_fingerprint,  # the cache key follows the data
             )
             shard.set_display_name("preprocess shard")
         merged = merge_op(shards=dsl.Collected(shard.outputs["shard"])).set_display_name(
@@ -106,7 +119,9 @@ def build_pipeline(
             epochs=epochs,
             batch_size=batch_size,
             train_flags=train_flags,
-            run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            # The run's id: unique per run, the same for a retried step (its TFJob's name and
+            # checkpoints). The run's name is neither: users give two runs the same name.
+            run_name=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             cluster=cluster_json,
         ).set_display_name("train")
         model = trained.outputs["model"]
@@ -131,15 +146,15 @@ def build_pipeline(
                 cluster=cluster_json,
             ).set_display_name("deploy")
 
+        all_tasks = [plan, shard, merged, trained, evaluated, quantized, gate, deployed]
+        for task in all_tasks:  # explicit, whatever KFP_DISABLE_EXECUTION_CACHING_BY_DEFAULT says
+            task.set_caching_options(settings.cache)
+        plan.set_caching_options(False)  # it takes the data's fingerprint: it must look each time
+        deployed.set_caching_options(False)  # it acts on the cluster
         _on_cluster(
-            cluster,
-            settings,
-            plan=plan,
-            shard=shard,
-            trained=trained,
-            deployed=deployed,
-            all_tasks=[plan, shard, merged, trained, evaluated, quantized, gate, deployed],
-        )
+            cluster, settings, plan=plan, shard=shard, trained=trained, deployed=deployed,
+            all_tasks=all_tasks,
+        )  # fmt: skip
 
     return kubedetect_pipeline
 
@@ -163,6 +178,11 @@ def _on_cluster(
         kubernetes.add_toleration(
             trained, key=cluster.gpu_toleration, operator="Exists", effect="NoSchedule"
         )
+    # The step's own pod, from the downward API: the TFJob names it as its owner (so Kubernetes
+    # deletes the job with the pod), and both steps check that they run in cluster.namespace.
+    for task in (trained, deployed):
+        for name, field_path in STEP_POD_FIELDS.items():
+            kubernetes.use_field_path_as_env(task, env_name=name, field_path=field_path)
     trained.set_cpu_request("1").set_memory_request("2Gi")
     shard.set_cpu_request("2").set_memory_request("2Gi")
     if cluster.image_pull_secret:

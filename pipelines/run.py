@@ -5,13 +5,18 @@ endpoint through kfp.Client; `run_local` runs the very same DAG with kfp.local's
 SubprocessRunner: every step a real process on this machine, artifacts under a local root.
 """
 
+import builtins
+import contextlib
 import inspect
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 
 from kubedetect.config import ClusterConfig, PipelineConfig
+from kubedetect.console import Console, shown
 from kubedetect.errors import KubedetectError
+from kubedetect.launch import WORKER_LOG_DIR
 
 LOCAL = PipelineConfig(launcher="local", deploy_to="local")
 
@@ -58,8 +63,16 @@ def submit(
     namespace: str | None = None,
     experiment: str | None = None,
     run_name: str | None = None,
+    service_account: str | None = None,
 ) -> str:
-    """Submit a run to a Kubeflow Pipelines endpoint; returns the run's URL."""
+    """Submit a run to a Kubeflow Pipelines endpoint; returns the run's URL.
+
+    `service_account`: the Kubernetes service account the run's steps run as (multi-user KFP:
+    `kubedetect-pipeline`, which k8s/ grants what the steps need); None leaves KFP's default
+    (`pipeline-runner` with standalone KFP). Caching: the compiled per-step settings (see
+    pipelines/pipeline.py); KFP's run-wide `enable_caching` is sent only to turn caching off,
+    since turning it on run-wide would also cache the steps that must always run.
+    """
     import kfp  # noqa: PLC0415
 
     from pipelines.pipeline import build_pipeline  # noqa: PLC0415
@@ -77,6 +90,8 @@ def submit(
             experiment_name=experiment,
             run_name=run_name,
             namespace=namespace,
+            enable_caching=None if settings.cache else False,
+            service_account=service_account,
         )
     except Exception as exc:
         raise KubedetectError(
@@ -99,28 +114,93 @@ class LocalRun:
     quantization_report: str
     gate: str
     deployed: bool
+    log_dir: str  # every step's log
 
 
-def run_local(params: dict, pipeline_root: str, settings: PipelineConfig = LOCAL) -> LocalRun:
-    """Run the whole pipeline on this machine and say where everything is."""
+def run_local(
+    params: dict,
+    pipeline_root: str,
+    settings: PipelineConfig = LOCAL,
+    *,
+    log_dir: str | None = None,
+    console: Console | None = None,
+    verbose: bool = False,
+) -> LocalRun:
+    """Run the whole pipeline on this machine and say where everything is.
+
+    The console shows a line as each step starts and ends; each step's output goes to
+    `log_dir/<step>.log` (default: PIPELINE_ROOT/logs), kfp.local's own to kfp-local.log, the
+    training workers' to worker-<i>.log. With `verbose`, kfp.local's output is also shown as it
+    comes. A failed step shows its last lines and its log's path; then KubedetectError.
+    """
     from kfp import local  # noqa: PLC0415
 
+    from pipelines.figures import describe, training_progress  # noqa: PLC0415
     from pipelines.pipeline import NAME, build_pipeline  # noqa: PLC0415
+    from pipelines.tasklog import ANSI, TaskLogs  # noqa: PLC0415
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # every step inherits it
     pipeline_root = os.path.abspath(pipeline_root)
+    log_dir = os.path.abspath(log_dir or os.path.join(pipeline_root, "logs"))
+    console = console or Console()
     os.makedirs(pipeline_root, exist_ok=True)
     before = set(os.listdir(pipeline_root))
+    pipeline = build_pipeline(settings)
+    # Every step inherits these: TensorFlow's start-up chatter off, and where the local
+    # launcher writes each training worker's full log (kubedetect.launch).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ[WORKER_LOG_DIR] = log_dir
+    logs = TaskLogs(
+        log_dir,
+        console,
+        describe=describe,
+        progress=training_progress,
+        echo=console.stream if verbose else None,
+    )
+    # kfp.local swaps builtins.print and the root logger's handlers and level for the length of
+    # each task (logging_utils.indented_print and local_logger_context), and the threads of a
+    # ParallelFor swap them concurrently: a task finishing first puts back the state from
+    # before both, which drops the other's "finished" record (INFO, below the default level),
+    # and the last to finish can leave an indenting print and a stale handler for good
+    # (kfp/local/logging_utils.py, kubeflow/pipelines 7b70c7b). So the state put back is a
+    # handler into `logs` at INFO, and the state from before the run is restored after it.
+    original_print = builtins.print
+    root_logger = logging.getLogger()
+    original_logging = (root_logger.handlers[:], root_logger.level)
+    handler = logging.StreamHandler(logs)
+    handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
+    root_logger.handlers = [handler]
+    root_logger.setLevel(logging.INFO)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root)
     try:
-        build_pipeline(settings)(**params)
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(logs),
+            contextlib.redirect_stderr(logs),
+        ):
+            warnings.simplefilter("always")  # every warning into kfp-local.log, none lost
+            pipeline(**params)
     except RuntimeError as exc:
-        raise KubedetectError(f"the local pipeline run failed: {exc}") from None
+        if logs.failed:  # the console has shown its last lines
+            task = logs.failed[0]
+            raise KubedetectError(
+                f"the pipeline stopped: step {task.label!r} failed (its log: "
+                f"{shown(task.log_path)})"
+            ) from None
+        raise KubedetectError(
+            f"the local pipeline run failed ({ANSI.sub('', str(exc))}); kfp.local's log: "
+            f"{shown(logs.kfp_log_path)}"
+        ) from None
+    finally:
+        builtins.print = original_print
+        root_logger.handlers = original_logging[0]
+        root_logger.setLevel(original_logging[1])
+        os.environ.pop(WORKER_LOG_DIR, None)
+        logs.close()
     runs = sorted(n for n in set(os.listdir(pipeline_root)) - before if n.startswith(NAME))
     if not runs:
         raise KubedetectError(f"{pipeline_root}: the run left no folder")
     root = os.path.join(pipeline_root, runs[-1])
-    return LocalRun(
+    run = LocalRun(
         root=root,
         dataset=os.path.join(root, "merge-shards", "dataset"),
         model=os.path.join(root, "train", "model"),
@@ -129,4 +209,8 @@ def run_local(params: dict, pipeline_root: str, settings: PipelineConfig = LOCAL
         quantization_report=os.path.join(root, "quantize", "variants", "report.json"),
         gate=os.path.join(root, "quality-gate", "decision"),
         deployed=os.path.isdir(os.path.join(root, "deploy")),
+        log_dir=log_dir,
     )
+    if not run.deployed:  # kfp.local tells only its own log that it skipped the task
+        console.skipped("deploy", "the quality gate held the model back")
+    return run

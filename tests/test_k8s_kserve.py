@@ -75,7 +75,7 @@ def test_the_schema_check_is_a_real_check(tmp_path):
 
 def test_kserve_runs_the_server_image_on_the_open_inference_protocol_with_the_workspace_model():
     service = one("InferenceService")
-    assert service["metadata"]["namespace"] == "kubedetect"
+    assert service["metadata"]["namespace"] == one("PersistentVolumeClaim")["metadata"]["namespace"]
     assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
     predictor = service["spec"]["predictor"]
     (container,) = predictor["containers"]

@@ -7,7 +7,8 @@ misspelt fields fail), and every TFJob against the Training Operator v1.9.4 CRD 
 ../shared, made strict the same way. Then the properties users rely on: least-privilege RBAC,
 the serving Deployment's probes, limits, hardening and shutdown timing, Pod Security "restricted"
 for every pod the manifests create, the overlays' differences, and agreement with the settings
-the pipeline uses when it submits TFJobs and rolls the server.
+the pipeline uses when it submits TFJobs and rolls the server: one namespace everywhere, no
+replica count where an HPA owns it, GPU TFJobs on the GPU image with their guard and /dev/shm.
 """
 
 from __future__ import annotations
@@ -247,7 +248,11 @@ def test_the_pipelines_tfjob_validates_against_the_strict_crd(tfjob_validator):
     """The TFJob the pipeline's train step builds (components.tfjob) passes the same check."""
     from components.tfjob import build_tfjob, to_manifest
 
-    for cluster in (ClusterConfig(), ClusterConfig(gpus_per_worker=1)):
+    for cluster in (
+        ClusterConfig(),
+        ClusterConfig(gpus_per_worker=1),
+        ClusterConfig(gpus_per_worker=2),
+    ):
         job = to_manifest(build_tfjob("kubedetect-r1", PIPELINE_ARGS, 2, cluster))
         errors = [e.message for e in tfjob_validator.iter_errors(job)]
         assert not errors, errors
@@ -292,8 +297,15 @@ def test_standalone_and_gpu_tfjobs_use_gpus_and_the_gpu_image():
         job = one(source, "TFJob")
         pod = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]
         (container,) = pod["containers"]
-        assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+        gpus = container["resources"]["limits"]["nvidia.com/gpu"]
+        assert gpus == 1
         assert container["image"].endswith("-gpu"), "the tf-gpu build of the trainer"
+        args = container["args"]
+        assert args[args.index("--require-gpus") + 1] == str(gpus), "no GPU: stop, not crawl"
+        (shm,) = [m["name"] for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm"]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == shm]
+        assert volume["emptyDir"]["medium"] == "Memory"
+        assert isinstance(job["spec"]["runPolicy"]["activeDeadlineSeconds"], int)
         assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
             "tolerations"
@@ -350,9 +362,10 @@ def test_pipeline_role_is_least_privilege(source):
     rules = role["rules"]
     deployment = one(source, "Deployment")["metadata"]["name"]
     tfjobs = ("kubeflow.org", "tfjobs")
-    # What the pipeline needs: submit, watch and clean up TFJobs; read the workers' logs and
-    # events; roll the serving Deployment.
-    for verb in ("create", "get", "list", "watch", "delete"):
+    # What the pipeline needs: submit, watch and clean up TFJobs (and add a retried step's pod
+    # to the owners of the job it takes over); read the workers' logs and events; roll the
+    # serving Deployment (and undo a failed rollout).
+    for verb in ("create", "get", "list", "watch", "patch", "delete"):
         assert allows(rules, verb, *tfjobs), verb
     for resource in ("pods", "pods/log"):
         assert allows(rules, "get", "", resource) and allows(rules, "list", "", resource)
@@ -360,7 +373,7 @@ def test_pipeline_role_is_least_privilege(source):
     for verb in ("get", "watch", "patch"):
         assert allows(rules, verb, "apps", "deployments", deployment), verb
     # Nothing more.
-    for verb in ("update", "patch", "deletecollection"):
+    for verb in ("update", "deletecollection"):
         assert not allows(rules, verb, *tfjobs), f"{verb} tfjobs"
     for verb in ("create", "delete", "update", "patch"):
         assert not allows(rules, verb, "apps", "deployments", "some-other-deployment"), verb
@@ -404,9 +417,10 @@ def test_pipeline_role_is_least_privilege(source):
 @pytest.mark.parametrize("source", ["base", "overlays/kind", "overlays/gpu"])
 def test_only_the_pipeline_is_bound_to_anything(source):
     namespace = one(source, "Deployment")["metadata"]["namespace"]
-    expected = {("ServiceAccount", "kubedetect-pipeline", namespace)}
-    if source == "overlays/kind":
-        expected.add(("ServiceAccount", "pipeline-runner", "kubeflow"))  # standalone KFP's steps
+    expected = {
+        ("ServiceAccount", "kubedetect-pipeline", namespace),  # multi-user KFP: --service-account
+        ("ServiceAccount", "pipeline-runner", namespace),  # standalone KFP's steps
+    }
     subjects = set()
     for binding in objects(source, "RoleBinding"):
         assert binding["roleRef"] == {
@@ -564,6 +578,21 @@ def test_service_hpa_pdb_and_networkpolicy_point_at_the_server(source):
         assert hpa["spec"]["minReplicas"] >= 2, "one pod can drain while another serves"
 
 
+@pytest.mark.parametrize("source", ["base", "overlays/kind", "overlays/gpu"])
+def test_no_replica_count_where_an_hpa_owns_it(source):
+    """`kubectl apply` of a Deployment with `replicas` resets the count the HPA has set, on
+    every apply (and fights it on every rollout the pipeline makes)."""
+    for hpa in objects(source, "HorizontalPodAutoscaler"):
+        target = one(source, "Deployment", hpa["spec"]["scaleTargetRef"]["name"])
+        assert "replicas" not in target["spec"], f"k8s/{source}: the HPA owns the replica count"
+
+
+@pytest.mark.parametrize("source", ["base", "overlays/kind", "overlays/gpu"])
+def test_the_serving_rollout_has_a_progress_deadline(source):
+    """The deploy step undoes a rollout that the controller declares failed at this deadline."""
+    assert one(source, "Deployment")["spec"]["progressDeadlineSeconds"] <= 900
+
+
 def test_kind_overlay_uses_local_images_on_cpu():
     container = server_container("overlays/kind")
     assert container["image"] == "kubedetect-server:kind"
@@ -584,9 +613,12 @@ def test_base_and_gpu_pull_versioned_images():
     assert one("base", "PersistentVolumeClaim")["spec"]["accessModes"] == ["ReadWriteMany"]
 
 
-def test_namespace_enforces_pod_security_restricted():
-    labels = one("base", "Namespace")["metadata"]["labels"]
-    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+@pytest.mark.parametrize("source", KUSTOMIZATIONS)
+def test_no_kustomization_creates_or_relabels_a_namespace(source):
+    """The namespace is KFP's (standalone: `kubeflow`): its installation owns the object, and its
+    own pods do not meet Pod Security "restricted", so none is enforced from here (every pod
+    kubedetect makes meets it: test_every_pod_meets_pod_security_restricted)."""
+    assert not objects(source, "Namespace")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -668,6 +700,43 @@ def test_the_pipelines_tfjob_pods_meet_pod_security_restricted():
 # ------------------------------------------------------------------------------------------------
 # Agreement with the pipeline's cluster settings (kubedetect.config.ClusterConfig)
 # ------------------------------------------------------------------------------------------------
+
+
+NAMESPACED = {
+    "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Job", "NetworkPolicy",
+    "PersistentVolumeClaim", "PodDisruptionBudget", "Role", "RoleBinding", "Service",
+    "ServiceAccount", "TFJob", "InferenceService", "PodMonitor",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_one_namespace_in_every_overlay_and_in_the_pipelines_defaults(source):
+    """Steps, TFJobs, the workspace PVC and the server live in one namespace, the one KFP runs
+    the steps in: a step mounts only a PVC of its own namespace, the workers and the server
+    mount the same one, and a TFJob owned by a step's pod is garbage-collected at once if the
+    pod is in another namespace. Every rendered object agrees with ClusterConfig's default."""
+    cluster = ClusterConfig()
+    rendered = render(source)
+    kinds = {o["kind"] for o in rendered}
+    assert kinds <= NAMESPACED, (
+        f"k8s/{source}: a kind this test does not place: {kinds - NAMESPACED}"
+    )
+    for obj in rendered:
+        where = f"k8s/{source}: {obj['kind']}/{obj['metadata']['name']}"
+        assert obj["metadata"]["namespace"] == cluster.namespace, where
+        for subject in obj.get("subjects", []):
+            assert subject.get("namespace") == cluster.namespace, f"{where}: {subject}"
+    for pvc in objects(source, "PersistentVolumeClaim"):
+        assert pvc["metadata"]["name"] == cluster.workspace_pvc
+    for deployment in objects(source, "Deployment"):
+        assert deployment["metadata"]["name"] == cluster.serving_deployment
+    for where, pod in [(w, p) for obj in rendered for w, p in pod_templates(obj)]:
+        for volume in pod.get("volumes", []):
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] == cluster.workspace_pvc, where
+    for job in objects(source, "TFJob"):
+        pod = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]
+        assert pod["serviceAccountName"] == cluster.trainer_service_account
 
 
 def test_manifests_agree_with_the_pipelines_cluster_settings():

@@ -207,13 +207,19 @@ def test_kind_e2e_can_run_the_pipeline_instead(tripwire_dir):
     commands = dry_run(
         tripwire_dir, "kind-e2e", KIND_E2E="pipeline", KIND_PIPELINE_PARAMS="--param epochs=1"
     )
+    namespace = kind_objects("Deployment")[0]["metadata"]["namespace"]
+    (data_job,) = yaml.safe_load_all((REPO / "k8s/kind/e2e/data-job.yaml").read_text())
+    data_uri = data_job["spec"]["template"]["spec"]["containers"][0]["args"][0].split()[3]
+    # The steps and TFJob workers run the kind-loaded image (a setting, not a parameter), in the
+    # kind overlay's namespace, on the data the data Job wrote.
+    settings = rf"--image kubedetect-trainer:kind --namespace {namespace}"
     in_order(
         commands,
         r"apply -f k8s/kind/e2e/data-job\.yaml$",
-        r"kubedetect pipeline compile -o \S+\.yaml$",
+        rf"kubedetect pipeline compile -o \S+\.yaml {settings}$",
         r"port-forward --address 127\.0\.0\.1 svc/ml-pipeline-ui \d+:80 &$",
-        r"kubedetect pipeline submit --host http://127\.0\.0\.1:\d+ .*--param "
-        r"image=kubedetect-trainer:kind --param epochs=1$",
+        rf"kubedetect pipeline submit --host http://127\.0\.0\.1:\d+ {settings} "
+        rf"--experiment kind-e2e --param data_uri={re.escape(data_uri)} --param epochs=1$",
         r"wait '?--for=jsonpath=\{\.status\.phase\}=Succeeded'? workflow/",
         r"rollout status deployment/kubedetect-server ",
         r"^curl -fsS -X POST .* http://127\.0\.0\.1:\d+/v1/detect$",

@@ -90,3 +90,11 @@ def test_synth_command_writes_the_same_set_as_the_library(tmp_path):
     assert "wrote 4 images" in result.stdout
     synthesize(str(tmp_path / "lib"), 4, seed=9, progress=False)
     assert files(tmp_path / "cli") == files(tmp_path / "lib")
+
+
+def test_any_number_of_worker_processes_writes_the_same_files(tmp_path):
+    """The images are drawn by a pool of processes: the files must not depend on how many."""
+    one = synthesize(str(tmp_path / "one"), 70, seed=4, progress=False, workers=1)
+    two = synthesize(str(tmp_path / "two"), 70, seed=4, progress=False, workers=2)
+    assert one == two
+    assert files(tmp_path / "one") == files(tmp_path / "two")

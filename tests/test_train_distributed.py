@@ -1,6 +1,8 @@
 """Distributed training with real worker processes and real TF_CONFIG on localhost: two workers
-under MultiWorkerMirroredStrategy end with identical weights and only the chief exports; a
-killed worker's job resumes from the latest checkpoint; a missing peer is a clear error."""
+under MultiWorkerMirroredStrategy end with identical weights and only the chief exports; each
+sizes its cache by its share of the memory limit; both predict their part of the validation; a
+killed worker's job resumes from the latest checkpoint to the very weights of an uninterrupted
+job; a missing peer is a clear error."""
 
 from __future__ import annotations
 
@@ -78,40 +80,55 @@ def digests(output: str) -> dict[str, str]:
     )
 
 
-def test_two_workers_end_with_identical_weights_and_only_the_chief_exports(synth_shards, tmp_path):
-    model_dir = tmp_path / "model"
-    scratch = tmp_path / "tmp"  # the workers' TMPDIR: where a non-chief writes and cleans up
+# One job's settings, for the uninterrupted run and the interrupted one it is compared with.
+JOB = [
+    "--workers",
+    "2",
+    "--epochs",
+    "4",
+    "--steps-per-epoch",
+    "25",
+    "--batch-size",
+    "8",
+    "--width",
+    "4",
+    "--checkpoint-every",
+    "10",
+    "--eval-every",
+    "2",
+    "--no-progress",
+]
+
+
+@pytest.fixture(scope="module")
+def two_workers(synth_shards, tmp_path_factory):
+    """`kubedetect train --workers 2` run to the end, uninterrupted, under a memory limit too
+    small for the training cache (KUBEDETECT_MEMORY_LIMIT, as a pod's limit): its launcher, its
+    model folder and its workers' TMPDIR."""
+    root = tmp_path_factory.mktemp("two-workers")
+    scratch = root / "tmp"  # the workers' TMPDIR: where a non-chief writes and cleans up
     scratch.mkdir()
-    env = dict(os.environ, TMPDIR=str(scratch))
-    run = Launcher(
-        [
-            str(synth_shards),
-            str(model_dir),
-            "--workers",
-            "2",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "8",
-            "--width",
-            "4",
-            "--checkpoint-every",
-            "3",
-            "--no-progress",
-        ],
-        env,
-    )
+    env = dict(os.environ, TMPDIR=str(scratch), KUBEDETECT_MEMORY_LIMIT="2Mi")
+    run = Launcher([str(synth_shards), str(root / "model"), *JOB], env)
     assert run.wait() == 0, run.output
+    return run, root / "model", scratch
+
+
+def worker_lines(run: Launcher, index: int) -> str:
+    return "\n".join(line for line in run.lines if line.startswith(f"[worker {index}]"))
+
+
+def test_two_workers_end_with_identical_weights_and_only_the_chief_exports(two_workers):
+    run, model_dir, scratch = two_workers
     out = run.output
 
     # Both workers ran, in a cluster of two, with prefixed logs and per-epoch lines.
     assert "[worker 0] worker 0: cluster of 2 replicas formed" in out
     assert "[worker 1] worker 1: cluster of 2 replicas formed" in out
-    assert re.search(r"\[worker 1\] worker 1: epoch 2/2 step \d+ loss [\d.]+ \(heatmap", out)
-    assert re.search(
-        r"\[worker 0\] worker 0: epoch 2/2 .* images/s .* val mAP@0\.5 [\d.]+", out
-    )  # chief only
-    assert "val mAP" not in "\n".join(line for line in run.lines if line.startswith("[worker 1]"))
+    assert re.search(r"\[worker 1\] worker 1: epoch 4/4 step 100 loss [\d.]+ \(heatmap", out)
+    assert re.search(r"\[worker 0\] worker 0: epoch 2/4 .* images/s .* val mAP@0\.5 [\d.]+", out)
+    assert re.search(r"\[worker 0\] worker 0: epoch 4/4 .* images/s .* val mAP@0\.5 [\d.]+", out)
+    assert "val mAP" not in worker_lines(run, 1)  # the chief reports it
 
     # Identical weights on both workers, and in the chief's export.
     weights = digests(out)
@@ -127,31 +144,58 @@ def test_two_workers_end_with_identical_weights_and_only_the_chief_exports(synth
     assert list(scratch.iterdir()) == []
 
 
-def test_a_killed_worker_resumes_from_the_latest_checkpoint(synth_shards, tmp_path):
-    """Worker 1 is SIGKILLed after a checkpoint: the launcher stops worker 0 too and fails;
-    launched again, the job resumes at the checkpoint's step and finishes the same total."""
-    model_dir, checkpoints = tmp_path / "model", tmp_path / "checkpoints"
-    args = [
-        str(synth_shards),
-        str(model_dir),
-        "--workers",
-        "2",
-        "--epochs",
-        "4",
-        "--steps-per-epoch",
-        "25",
-        "--batch-size",
-        "8",
-        "--width",
-        "4",
-        "--checkpoint-every",
-        "10",
-        "--checkpoint-dir",
-        str(checkpoints),
-        "--eval-every",
-        "0",
-        "--no-progress",
+def test_each_worker_sizes_its_training_cache_by_its_share_of_the_memory_limit(two_workers):
+    """The launcher gives each of its 2 workers half of KUBEDETECT_MEMORY_LIMIT (2 MiB): the
+    decoded images of a worker's share (1.2 MiB) are over half of that (the default budget), so
+    each streams them from the shards, and says so."""
+    run, _, _ = two_workers
+    for index in (0, 1):
+        decision = re.search(
+            rf"\[worker {index}\] worker {index}: cache: (\d+) decoded training images take "
+            r"([\d.]+) MiB, over the budget of 0\.5 MiB \(--cache-budget 0\.5 of the memory "
+            r"limit, 1\.0 MiB\): streamed every epoch",
+            run.output,
+        )
+        assert decision, run.output
+        assert int(decision[1]) > 0
+
+
+def test_every_worker_predicts_its_part_of_the_validation(two_workers, synth_shards):
+    """Validation is split over the workers (each predicts its slice, none waits for the
+    chief to get through the whole split), and their detections together score exactly what
+    `kubedetect evaluate` scores on the exported model."""
+    run, model_dir, _ = two_workers
+    val_images = json.loads((synth_shards / "dataset.json").read_text())["splits"]["val"]["images"]
+    shares = [
+        [
+            (int(m[1]), int(m[2]))
+            for m in re.finditer(
+                r"validation: predicted (\d+) of (\d+) val images", worker_lines(run, i)
+            )
+        ]
+        for i in (0, 1)
     ]
+    assert len(shares[0]) == len(shares[1]) == 2  # epochs 2 and 4
+    for (mine, total), (theirs, _) in zip(*shares, strict=True):
+        assert total == val_images and mine + theirs == val_images and mine and theirs
+
+    from kubedetect.config import EvalConfig
+    from kubedetect.evaluate import evaluate
+
+    card = json.loads((model_dir / "model.json").read_text())
+    during = card["provenance"]["metrics"]
+    after = evaluate(str(model_dir), str(synth_shards), None, EvalConfig(plots=False))
+    assert during["map50"] == pytest.approx(after["map50"], abs=1e-6)
+    assert during["map50_95"] == pytest.approx(after["map50_95"], abs=1e-6)
+
+
+def test_a_killed_worker_resumes_from_the_latest_checkpoint(two_workers, synth_shards, tmp_path):
+    """Worker 1 is SIGKILLed after a checkpoint: the launcher stops worker 0 too and fails;
+    launched again, the job resumes at the checkpoint's step, finishes the same total and ends
+    with the very weights of the uninterrupted job: it trained on exactly the same data (this
+    time cached in memory, where the uninterrupted job streamed it)."""
+    model_dir, checkpoints = tmp_path / "model", tmp_path / "checkpoints"
+    args = [str(synth_shards), str(model_dir), *JOB, "--checkpoint-dir", str(checkpoints)]
     first = Launcher(args)
     deadline = time.monotonic() + 240
     while not list(checkpoints.glob("ckpt-*.index")):
@@ -169,6 +213,7 @@ def test_a_killed_worker_resumes_from_the_latest_checkpoint(synth_shards, tmp_pa
 
     second = Launcher(args)
     assert second.wait() == 0, second.output
+    assert "kept in memory" in second.output
     resumed = re.findall(
         r"\[worker (\d)\] worker \d: resumed from \S+ckpt-(\d+) at step (\d+)", second.output
     )
@@ -178,6 +223,7 @@ def test_a_killed_worker_resumes_from_the_latest_checkpoint(synth_shards, tmp_pa
     assert "weights sha256" in second.output and "final step 100," in second.output
     weights = digests(second.output)
     assert weights["worker 0"] == weights["worker 1"]
+    assert weights["worker 0"] == digests(two_workers[0].output)["worker 0"]
     history = (model_dir / "history.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in history[1:]] == [
         "1",

@@ -1,5 +1,6 @@
 """The training input: targets that the shared decode reads back as the boxes they came from,
-augmentation that moves boxes with the pixels, and a seeded stream a resumed job continues."""
+augmentation that moves boxes with the pixels, a seeded stream a resumed job continues, and the
+decision to cache decoded images by the memory the pod may use."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ tf = pytest.importorskip("tensorflow")
 from kubedetect.augment import apply, sample, transform_boxes  # noqa: E402
 from kubedetect.config import TrainConfig  # noqa: E402
 from kubedetect.decode import decode  # noqa: E402
-from kubedetect.inputs import training_dataset, worker_records  # noqa: E402
+from kubedetect.inputs import (  # noqa: E402
+    cache_plan,
+    cached_bytes,
+    training_dataset,
+    worker_records,
+    worker_share,
+)
 from kubedetect.preprocess import shard_paths  # noqa: E402
 from kubedetect.targets import encode  # noqa: E402
 
@@ -116,3 +123,41 @@ def test_workers_read_disjoint_parts_of_the_data(synth_shards):
             list(worker_records(files, workers, i).as_numpy_iterator()) for i in range(workers)
         ]
         assert sorted(x for p in parts for x in p) == sorted(everything)
+
+
+def test_worker_share_counts_what_worker_records_reads(synth_shards):
+    """The cache decision is made from the manifest's counts, before reading anything: they must
+    be the examples each worker will actually read."""
+    import json
+
+    manifest = json.loads((synth_shards / "dataset.json").read_text())
+    counts = [f["records"] for f in manifest["shards"] if f["split"] == "train"]
+    files = shard_paths(str(synth_shards), "train")
+    for workers in (1, 2, 3):
+        for i in range(workers):
+            read = sum(1 for _ in worker_records(files, workers, i))
+            assert worker_share(counts, workers, i) == read
+
+
+def test_the_cache_is_used_only_when_the_decoded_share_fits_the_budget():
+    """At 256 px a decoded image takes 196 kB: 18,000 of them (a 20,000-image set's training
+    split on one worker) are 3.5 GB, over half of a 4 GiB pod, and stream; a tenth of them fit."""
+    limit = 4 * 2**30
+    auto = TrainConfig()
+    assert auto.cache == "auto" and auto.cache_budget == 0.5
+    assert cached_bytes(18_000, 256) > 3.5e9
+    fits, reason = cache_plan(18_000, 256, auto, limit)
+    assert not fits and "over the budget of 2.00 GiB" in reason and "streamed" in reason
+    fits, reason = cache_plan(1_800, 256, auto, limit)
+    assert fits and "within the budget" in reason
+    assert cache_plan(18_000, 256, dataclasses.replace(auto, cache="memory"), limit)[0]
+    assert not cache_plan(10, 256, dataclasses.replace(auto, cache="none"), limit)[0]
+    assert cache_plan(18_000, 256, dataclasses.replace(auto, cache_budget=0.9), limit)[0]
+
+
+def test_an_unknown_cache_mode_is_a_clear_error(synth_shards, tmp_path, capsys):
+    from kubedetect.train import main
+
+    assert main([str(synth_shards), str(tmp_path / "model"), "--cache", "sometimes"]) == 1
+    assert "--cache 'sometimes': expected one of auto, memory, none" in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()

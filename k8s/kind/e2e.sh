@@ -81,13 +81,16 @@ if [[ "$MODE" == tfjob ]]; then
 elif [[ "$MODE" == pipeline ]]; then
     say "the Kubeflow pipeline, submitted to KFP $KFP_VERSION"
     need "$REPO/.venv/bin/kubedetect"
-    run .venv/bin/kubedetect pipeline compile -o "$SCRATCH/pipeline.yaml"
+    # The steps and the TFJob workers run the kind-loaded trainer image, in the kind overlay's
+    # namespace (where KFP runs the steps and the workspace PVC is).
+    settings=(--image "kubedetect-trainer:$KIND_IMAGE_TAG" --namespace "$NS")
+    run .venv/bin/kubedetect pipeline compile -o "$SCRATCH/pipeline.yaml" "${settings[@]}"
     forward kubeflow ml-pipeline-ui "$KFP_PORT:80"
     wait_for_url "http://127.0.0.1:$KFP_PORT/apis/v2beta1/healthz" 60
     # shellcheck disable=SC2206  # KIND_PIPELINE_PARAMS is a list of words on purpose
-    params=(--param "image=kubedetect-trainer:$KIND_IMAGE_TAG" ${KIND_PIPELINE_PARAMS:-})
+    params=(--param data_uri=/workspace/datasets/e2e ${KIND_PIPELINE_PARAMS:-})
     run .venv/bin/kubedetect pipeline submit --host "http://127.0.0.1:$KFP_PORT" \
-        --namespace "$NS" --experiment kind-e2e "${params[@]}"
+        "${settings[@]}" --experiment kind-e2e "${params[@]}"
     say "waiting for the run's Argo workflow"
     if [[ "$KIND_DRY_RUN" == 1 ]]; then
         workflow="workflow/LATEST"

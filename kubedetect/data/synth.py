@@ -9,15 +9,21 @@ seed, and the same seed always gives the same bytes.
 from __future__ import annotations
 
 import colorsys
+import contextlib
 import os
+import statistics
 
 import numpy as np
 from lxml import etree
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
 from tqdm import tqdm
+
+from kubedetect.parallel import OrderedPool
+from kubedetect.resources import available_cores
 
 SHAPES = ("circle", "square", "triangle")
 VAL_FRACTION = 0.2
+MIN_IMAGES_PER_WORKER = 32
 
 
 def synthesize(
@@ -29,25 +35,34 @@ def synthesize(
     max_side: int = 352,
     max_objects: int = 6,
     progress: bool = True,
+    workers: int = 0,
 ) -> dict:
-    """Write `images` annotated images to `out_dir`; returns counts per split and class."""
+    """Write `images` annotated images to `out_dir`; returns counts per split and class.
+
+    `workers` processes draw and write the images (0: one per available core, fewer for a small
+    set); each image depends on (seed, i) alone, so the files are the same for any number.
+    """
     if images < 1:
         raise ValueError("images must be at least 1")
     for sub in ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main")):
         os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
+    workers = workers if workers > 0 else available_cores()
+    # A worker process starts in about a tenth of a second: worth it from a few dozen images on.
+    workers = max(1, min(workers, images // MIN_IMAGES_PER_WORKER))
+    scene = {"min_side": min_side, "max_side": max_side, "max_objects": max_objects}
     splits: dict[str, list[str]] = {"train": [], "val": []}
     per_class = dict.fromkeys(SHAPES, 0)
-    for i in tqdm(range(images), desc="synth", unit="img", disable=not progress):
-        rng = np.random.default_rng([seed, i])
-        stem = f"synth_{i:06d}"
-        image, objects = _scene(rng, min_side, max_side, max_objects)
-        image.save(os.path.join(out_dir, "JPEGImages", stem + ".jpg"), quality=92)
-        xml = _annotation(stem + ".jpg", image.size, objects)
-        with open(os.path.join(out_dir, "Annotations", stem + ".xml"), "wb") as f:
-            f.write(xml)
-        splits["val" if rng.random() < VAL_FRACTION else "train"].append(stem)
-        for name, _ in objects:
-            per_class[name] += 1
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(OrderedPool(write_images, workers=workers))
+            written = pool.map(range(images), out_dir=out_dir, seed=seed, **scene)
+        else:
+            written = write_images(range(images), out_dir=out_dir, seed=seed, **scene)
+        bar = tqdm(written, total=images, desc="synth", unit="img", disable=not progress or None)
+        for stem, split, names in bar:
+            splits[split].append(stem)
+            for name in names:
+                per_class[name] += 1
     for split, stems in splits.items():
         with open(os.path.join(out_dir, "ImageSets", "Main", f"{split}.txt"), "w") as f:
             f.write("".join(s + "\n" for s in stems))
@@ -56,6 +71,24 @@ def synthesize(
         "splits": {k: len(v) for k, v in splits.items()},
         "objects": per_class,
     }
+
+
+def write_images(
+    indices, *, out_dir: str, seed: int, min_side: int, max_side: int, max_objects: int
+) -> list[tuple[str, str, list[str]]]:
+    """Draw and write images `indices` (a pool's chunk); their stems, splits and class names."""
+    written = []
+    for i in indices:
+        rng = np.random.default_rng([seed, i])
+        stem = f"synth_{i:06d}"
+        image, objects = _scene(rng, min_side, max_side, max_objects)
+        image.save(os.path.join(out_dir, "JPEGImages", stem + ".jpg"), quality=92)
+        xml = _annotation(stem + ".jpg", image.size, objects)
+        with open(os.path.join(out_dir, "Annotations", stem + ".xml"), "wb") as f:
+            f.write(xml)
+        split = "val" if rng.random() < VAL_FRACTION else "train"
+        written.append((stem, split, [name for name, _ in objects]))
+    return written
 
 
 def _scene(rng: np.random.Generator, min_side: int, max_side: int, max_objects: int):
@@ -77,31 +110,39 @@ def _scene(rng: np.random.Generator, min_side: int, max_side: int, max_objects: 
     return image, objects
 
 
+# Grain: a normal distribution (sd 6) sampled by its quantiles, one table per channel; random
+# bytes index it. Drawing the normal samples themselves took a quarter of an image's time.
+_GRAIN_OFFSET = 32
+_GRAIN = [
+    _GRAIN_OFFSET + round(statistics.NormalDist(0, 6).inv_cdf((k + 0.5) / 256)) for k in range(256)
+] * 3
+
+
 def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
-    """A smooth colour gradient, low-frequency noise and a few clutter strokes."""
+    """A smooth colour gradient, low-frequency noise and grain, and a few clutter strokes.
+
+    The gradient and the low-frequency noise are drawn together on a coarse grid (a pixel every
+    16) and enlarged by Pillow's bicubic resize, which is exact for a linear gradient; grain is
+    added in 8 bits. About 2 ms for a 300 px image, where full-size float arrays took 12.
+    """
     c0, c1 = rng.uniform(40, 215, size=(2, 3))
-    t = np.linspace(0.0, 1.0, width)[None, :, None]
-    s = np.linspace(0.0, 1.0, height)[:, None, None]
     angle = rng.uniform(0, 1)
-    gradient = c0 + (c1 - c0) * (angle * t + (1 - angle) * s)
-    coarse = rng.normal(0, 18, size=(height // 16 + 2, width // 16 + 2, 3))
-    noise = (
-        np.asarray(
-            Image.fromarray(np.clip(coarse + 128, 0, 255).astype(np.uint8)).resize(
-                (width, height), Image.Resampling.BICUBIC
-            ),
-            dtype=np.float32,
-        )
-        - 128.0
+    columns, rows = width // 16 + 2, height // 16 + 2
+    # Where each coarse pixel's centre lands in the image, as a fraction of its width or height.
+    t = ((np.arange(columns) + 0.5) * width / columns - 0.5) / max(1, width - 1)
+    s = ((np.arange(rows) + 0.5) * height / rows - 0.5) / max(1, height - 1)
+    ramp = angle * t[None, :, None] + (1 - angle) * s[:, None, None]
+    coarse = c0 + (c1 - c0) * ramp + rng.normal(0, 18, size=(rows, columns, 3))
+    smooth = Image.fromarray(np.clip(coarse, 0, 255).astype(np.uint8), "RGB").resize(
+        (width, height), Image.Resampling.BICUBIC
     )
-    grain = rng.normal(0, 6, size=(height, width, 3))
-    pixels = np.clip(gradient + noise + grain, 0, 255).astype(np.uint8)
-    image = Image.fromarray(pixels, "RGB")
+    grain = Image.frombytes("RGB", (width, height), rng.bytes(width * height * 3)).point(_GRAIN)
+    image = ImageChops.add(smooth, grain, offset=-_GRAIN_OFFSET)
     draw = ImageDraw.Draw(image)
+    mean = (c0 + c1) / 2  # the gradient's mean colour
     for _ in range(int(rng.integers(2, 7))):  # clutter: lines that are not objects
         x0, x1 = rng.uniform(0, width, size=2)
         y0, y1 = rng.uniform(0, height, size=2)
-        mean = gradient.mean(axis=(0, 1))
         shade = tuple(int(v) for v in np.clip(mean + rng.normal(0, 40, 3), 0, 255))
         draw.line([(x0, y0), (x1, y1)], fill=shade, width=int(rng.integers(1, 4)))
     return image

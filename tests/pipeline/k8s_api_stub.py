@@ -5,45 +5,60 @@ go through the real kubeflow-training SDK and `kubernetes` client, unpatched. So
 speaks plain HTTP on a free port (`write_kubeconfig` points a kubeconfig with a token user at
 it) and answers the requests those clients send, in the API server's JSON shapes:
 
-    POST  /apis/kubeflow.org/v1/namespaces/NS/tfjobs          create a TFJob (201, or 409/400)
-    GET   /apis/kubeflow.org/v1/namespaces/NS/tfjobs/NAME     the TFJob and its status
-    GET   /api/v1/namespaces/NS/pods?labelSelector=...        the job's pods, by label
-    GET   /api/v1/namespaces/NS/pods/POD/log?container=...    a container's log (also follow=true)
-    GET   /api/v1/namespaces/NS/events?fieldSelector=...      the namespace's events
-    PATCH /apis/apps/v1/namespaces/NS/deployments/NAME        strategic-merge or merge patch
-    GET   /apis/apps/v1/namespaces/NS/deployments/NAME        the Deployment and its status
+    POST   /apis/kubeflow.org/v1/namespaces/NS/tfjobs          create a TFJob (201, 409, 400)
+    GET    /apis/kubeflow.org/v1/namespaces/NS/tfjobs/NAME     the TFJob and its status
+    PATCH  /apis/kubeflow.org/v1/namespaces/NS/tfjobs/NAME     merge patch (resourceVersion checked)
+    DELETE /apis/kubeflow.org/v1/namespaces/NS/tfjobs/NAME     delete; the GC takes its pods
+    GET    /api/v1/namespaces/NS/pods?labelSelector=...        pods, by label
+    DELETE /api/v1/namespaces/NS/pods/NAME                     delete a pod (and what it owns)
+    GET    /api/v1/namespaces/NS/pods/POD/log?container=...    a container's log (also follow=true)
+    GET    /api/v1/namespaces/NS/events?fieldSelector=...      the namespace's events
+    PATCH  /apis/apps/v1/namespaces/NS/deployments/NAME        strategic-merge, merge or JSON patch
+    GET    /apis/apps/v1/namespaces/NS/deployments/NAME        the Deployment and its status
 
-What the controllers would do is scripted, not simulated. A TFJob's conditions advance one
-step per GET of the job through the sequence the test gives (`script_tfjob`), with the
-Training Operator's rules for the condition list (Running and Restarting replace each other; a
-final Succeeded or Failed turns Running to False); its pods exist from creation on, named and
-labelled as the operator names them (worker 0 is the chief, `job-role=master`, when there is no
-Chief replica), in the phase that goes with the job's latest condition. The test's events are
-emitted when the job reaches its last step; the operator's own `SuccessfulCreatePod` events at
-creation. A Deployment's status after a spec change first shows the previous generation (the
-controller has not seen the change yet), then a rolling update in progress (one surge pod, all
-old pods available), and is complete at the new observedGeneration on the `rollout_gets`-th GET
-after the patch, or never (`rollout_gets=None`: stuck, ProgressDeadlineExceeded).
+The controllers behind it encode the upstream code, each behaviour beside the upstream file it
+comes from, at these commits:
 
-Requests must carry the kubeconfig's bearer token (else 401). What it does not do: TLS,
-watches, set-based label selectors, JSON patch (415, said so), other resources or verbs,
-admission or schema validation. Every request is kept (`requests`), including those it cannot
-answer: an unknown path is a 404 with a Kubernetes Status body, so a test sees a call it did
-not expect.
+- TRAINER: kubeflow/trainer, tag v1.9.4 (4445c12aa62e4345b0c2c6ac9b215a70eca46ed7; branch
+  release-1.9 has no change under pkg/ since), the Training Operator v1 whose TFJob CRD the
+  tests validate against.
+- K8S: kubernetes/kubernetes, the files named with the commit of the version read:
+  pkg/controller/deployment/progress.go @ c91999ae, sync.go @ 737067c1, rollback.go @ 8f9412ea,
+  pkg/controller/deployment/util/deployment_util.go @ 277391ee,
+  pkg/controller/garbagecollector/garbagecollector.go @ cb6ff2d8,
+  staging/src/k8s.io/kubectl/pkg/polymorphichelpers/rollback.go @ aed80471 and
+  rollout_status.go @ fa7ba8e2.
+
+What happens over time is scripted by the tests, in GETs rather than seconds (one reconcile of
+the controller between two GETs of the object), except two deadlines that run on the clock as
+upstream: a TFJob's activeDeadlineSeconds and nothing else. A TFJob's phases follow the sequence
+the test gives (`script_tfjob`), and the condition list is kept by the operator's own rules. A
+Deployment's new pod template becomes ready after `rollout_gets` GETs, or never (`stuck`): then
+its Progressing condition turns False with ProgressDeadlineExceeded after `deadline_gets` GETs;
+a template the Deployment ran before (an undo) is back at once, its ReplicaSet's pods still up.
+
+Requests must carry the kubeconfig's bearer token (else 401). What it does not do: TLS, watches,
+set-based label selectors, Services, ReplicaSet objects, TTL deletion of finished jobs, grace
+periods (a deleted pod vanishes at once), admission or schema validation. Every request is kept
+(`requests`), including those it cannot answer: an unknown path is a 404 with a Kubernetes
+Status body, so a test sees a call it did not expect.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime
+import hashlib
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from urllib.parse import unquote
 
 import yaml
 
@@ -55,18 +70,26 @@ EVENTS = "/api/v1/namespaces/(?P<namespace>[^/]+)/events"
 DEPLOYMENTS = "/apis/apps/v1/namespaces/(?P<namespace>[^/]+)/deployments"
 NAME = "/(?P<name>[^/]+)"
 
+# TRAINER pkg/apis/kubeflow.org/v1/common_types.go: the labels the operator puts on its pods.
+OPERATOR_NAME_LABEL = "training.kubeflow.org/operator-name"
 JOB_NAME_LABEL = "training.kubeflow.org/job-name"
 JOB_ROLE_LABEL = "training.kubeflow.org/job-role"
 REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"
 REPLICA_INDEX_LABEL = "training.kubeflow.org/replica-index"
+# TRAINER pkg/apis/kubeflow.org/v1/tensorflow_types.go: TFJobDefault{ContainerName,PortName,Port}.
+TF_CONTAINER, TF_PORT_NAME, TF_PORT = "tensorflow", "tfjob-port", 2222
+REVISION_ANNOTATION = "deployment.kubernetes.io/revision"  # K8S deployment_util.go
 
-# The pod phase that goes with a TFJob's latest condition.
+PHASES = ("Created", "Running", "Restarting", "Succeeded", "Failed", "BackoffLimitExceeded")
+# The pod phase that goes with a TFJob's latest phase (with restartPolicy OnFailure the kubelet
+# restarts a failed container in place: the pod stays Running while the job restarts).
 POD_PHASE = {
     "Created": "Pending",
     "Running": "Running",
     "Restarting": "Running",
     "Succeeded": "Succeeded",
     "Failed": "Failed",
+    "BackoffLimitExceeded": "Running",
 }
 
 
@@ -94,20 +117,27 @@ class Event:
 
 @dataclass
 class TFJobScript:
-    """What the Training Operator and the pods will do with a TFJob of this name."""
+    """What the Training Operator and the pods will do with one TFJob."""
 
-    conditions: tuple[str, ...] = ("Created",)  # the latest condition at the 1st, 2nd... GET
+    # The job's phase at the 1st, 2nd... GET (one of PHASES). "Failed": a replica failed;
+    # "BackoffLimitExceeded": the containers restarted backoffLimit times.
+    conditions: tuple[str, ...] = ("Created",)
     logs: dict[int, str] = field(default_factory=dict)  # worker index -> container log
-    events: tuple[Event, ...] = ()  # emitted when the job reaches its last condition
+    events: tuple[Event, ...] = ()  # emitted when the job reaches its last phase
+    failed_worker: int = -1  # the worker whose pod fails in a "Failed" phase (-1: the last)
     gets: int = 0  # GETs of the job so far
+    started: float = field(default_factory=time.monotonic)  # the job's start, on this clock
+    cleaned: bool = False  # pods removed by cleanPodPolicy
 
 
 @dataclass
 class Rollout:
-    """How the Deployment controller will progress a Deployment after a spec change."""
+    """How the Deployment controller will progress a Deployment after a template change."""
 
-    rollout_gets: int | None  # complete on this GET after the change; None: never
+    rollout_gets: int | None  # a new template is complete on this GET after the change
+    deadline_gets: int  # GETs without progress until ProgressDeadlineExceeded (if stuck)
     gets_since_change: int | None = None  # None: no change since the last complete rollout
+    known: bool = False  # the new template is one the Deployment ran before (an undo)
 
 
 def _now() -> str:
@@ -193,6 +223,43 @@ def merge_patch(target: dict, patch: dict) -> dict:
     return strategic_merge(target, patch, merge_keys={})
 
 
+class PatchTestFailed(ValueError):
+    """A JSON patch `test` operation did not hold."""
+
+
+def json_patch(target: dict, operations: list[dict]) -> dict:
+    """RFC 6902 JSON patch: add, remove, replace and test, on JSON pointers (RFC 6901)."""
+    patched = copy.deepcopy(target)
+    for op in operations:
+        parts = [
+            unquote(p).replace("~1", "/").replace("~0", "~") for p in op["path"][1:].split("/")
+        ]
+        parent = patched
+        for part in parts[:-1]:
+            parent = parent[int(part)] if isinstance(parent, list) else parent[part]
+        last = parts[-1]
+        if op["op"] == "test":
+            current = parent.get(last) if isinstance(parent, dict) else parent[int(last)]
+            if current != op["value"]:
+                raise PatchTestFailed(f"testing value {op['path']} failed")
+        elif op["op"] in ("add", "replace"):
+            if isinstance(parent, list):
+                index = len(parent) if last == "-" else int(last)
+                if op["op"] == "add":
+                    parent.insert(index, copy.deepcopy(op["value"]))
+                else:
+                    parent[index] = copy.deepcopy(op["value"])
+            else:
+                if op["op"] == "replace" and last not in parent:
+                    raise PatchTestFailed(f"replace operation does not apply: {op['path']}")
+                parent[last] = copy.deepcopy(op["value"])
+        elif op["op"] == "remove":
+            del parent[int(last) if isinstance(parent, list) else last]
+        else:
+            raise ValueError(f"the stub does not implement JSON patch op {op['op']!r}")
+    return patched
+
+
 # apps/v1 PodSpec and Container merge keys (from the API's patchMergeKey tags).
 MERGE_KEYS = {
     "containers": "name",
@@ -202,6 +269,87 @@ MERGE_KEYS = {
     "volumeMounts": "mountPath",
     "imagePullSecrets": "name",
 }
+
+
+def _tf_condition(job: dict, phase: str) -> tuple[str, str, str]:
+    """(type, reason, message) of the condition the operator sets for a phase, worded as
+    TRAINER writes them: pkg/controller.v1/tensorflow/tfjob_controller.go (onOwnerCreateFunc:
+    created; UpdateJobStatus: running, succeeded, replica failed), pkg/controller.v1/common/pod.go
+    (ReconcilePods: restarting) and pkg/controller.v1/common/job.go (ReconcileJobs: backoff limit
+    and active deadline). Reasons are NewReason(kind, reason): "TFJob" + reason."""
+    namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+    return {
+        "Created": ("Created", "TFJobCreated", f"TFJob {name} is created."),
+        "Running": ("Running", "TFJobRunning", f"TFJob {namespace}/{name} is running."),
+        "Restarting": (
+            "Restarting",
+            "TFJobRestarting",
+            f"job {name} is restarting because Worker replica(s) failed.",
+        ),
+        "Succeeded": (
+            "Succeeded",
+            "TFJobSucceeded",
+            f"TFJob {namespace}/{name} successfully completed.",
+        ),
+        "Failed": (
+            "Failed",
+            "TFJobFailed",
+            f"TFJob {namespace}/{name} has failed because 1 Worker replica(s) failed.",
+        ),
+        "BackoffLimitExceeded": (
+            "Failed",
+            "TFJobFailed",
+            f"Job {name} has failed because it has reached the specified backoff limit",
+        ),
+        "Deadline": (
+            "Failed",
+            "TFJobFailed",
+            f"Job {name} has failed because it was active longer than specified deadline",
+        ),
+    }[phase]
+
+
+def _tf_true(job: dict, phase: str) -> tuple[str, str, str, str]:
+    kind, reason, message = _tf_condition(job, phase)
+    return kind, "True", reason, message
+
+
+def _finished(conditions: list[dict]) -> bool:
+    """TRAINER pkg/util/status.go IsFinished: Succeeded or Failed holds."""
+    return any(c["type"] in ("Succeeded", "Failed") and c["status"] == "True" for c in conditions)
+
+
+def set_condition(
+    conditions: list[dict], kind: str, state: str, reason: str, message: str
+) -> list[dict]:
+    """TRAINER pkg/util/status.go setCondition and filterOutCondition: nothing changes once the
+    job has Failed, nor when the condition is there with the same status and reason; Running
+    and Restarting replace each other; a Succeeded or Failed turns Running to False; the new
+    condition goes last (lastTransitionTime kept if its status did not change)."""
+    if any(c["type"] == "Failed" and c["status"] == "True" for c in conditions):
+        return conditions
+    current = next((c for c in conditions if c["type"] == kind), None)
+    if current is not None and current["status"] == state and current["reason"] == reason:
+        return conditions
+    now = _now()
+    new = {
+        "type": kind,
+        "status": state,
+        "reason": reason,
+        "message": message,
+        "lastUpdateTime": now,
+        "lastTransitionTime": current["lastTransitionTime"]
+        if current is not None and current["status"] == state
+        else now,
+    }
+    kept = []
+    for c in conditions:
+        if c["type"] == kind or {c["type"], kind} == {"Running", "Restarting"}:
+            continue
+        if kind in ("Succeeded", "Failed") and c["type"] == "Running":
+            c = {**c, "status": "False"}
+        kept.append(c)
+    return [*kept, new]
 
 
 class K8sApiStub(LoopbackServer):
@@ -214,15 +362,20 @@ class K8sApiStub(LoopbackServer):
         self.pods: dict[tuple[str, str], dict] = {}
         self.events: list[dict] = []
         self.deployments: dict[tuple[str, str], dict] = {}
-        self._scripts: dict[tuple[str, str], TFJobScript] = {}
+        self._scripts: dict[tuple[str, str], TFJobScript] = {}  # of the live jobs
+        self._next_scripts: dict[tuple[str, str], list[TFJobScript]] = {}  # of jobs to come
         self._rollouts: dict[tuple[str, str], Rollout] = {}
+        self._history: dict[tuple[str, str], list[dict]] = {}  # templates run, by revision
         self._resource_version = 1000
         self._lock = threading.Lock()
         super().__init__(self._handler())
         self._routes = [
             ("POST", TFJOBS, self._create_tfjob),
             ("GET", TFJOBS + NAME, self._get_tfjob),
+            ("PATCH", TFJOBS + NAME, self._patch_tfjob),
+            ("DELETE", TFJOBS + NAME, self._delete_tfjob),
             ("GET", PODS, self._list_pods),
+            ("DELETE", PODS + NAME, self._delete_pod),
             ("GET", PODS + NAME + "/log", self._pod_log),
             ("GET", EVENTS, self._list_events),
             ("PATCH", DEPLOYMENTS + NAME, self._patch_deployment),
@@ -246,12 +399,34 @@ class K8sApiStub(LoopbackServer):
         return str(path)
 
     # ------------------------------------------------------------------------------------------
-    # What the tests script
+    # What the tests set up
     # ------------------------------------------------------------------------------------------
 
     def script_tfjob(self, namespace: str, name: str, **script) -> None:
-        """What happens to the TFJob `namespace/name` once it is created (see TFJobScript)."""
-        self._scripts[(namespace, name)] = TFJobScript(**script)
+        """What happens to the next TFJob created as `namespace/name` (see TFJobScript); called
+        twice, the second script is for the job created after that one."""
+        self._next_scripts.setdefault((namespace, name), []).append(TFJobScript(**script))
+
+    def add_tfjob(self, manifest: dict, **script) -> dict:
+        """A TFJob created earlier (by an earlier attempt of a step), with its pods."""
+        with self._lock:
+            namespace = manifest["metadata"]["namespace"]
+            self.script_tfjob(namespace, manifest["metadata"]["name"], **script)
+            return self._create_tfjob(Request("POST", "", {}, None, manifest), namespace)[1]
+
+    def add_pod(self, namespace: str, name: str) -> dict:
+        """A pod that is not a TFJob's (a pipeline step's own pod); returns it (its uid)."""
+        with self._lock:
+            metadata = self._new_metadata(namespace, name)
+            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": {}}
+            pod["status"] = {"phase": "Running"}
+            self.pods[(namespace, name)] = pod
+            return pod
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete a pod as `kubectl delete pod` does (KFP deleting a cancelled run's pods)."""
+        with self._lock:
+            self._delete_pod(Request("DELETE", "", {}, None, None), namespace, name)
 
     def add_deployment(
         self,
@@ -261,44 +436,57 @@ class K8sApiStub(LoopbackServer):
         replicas: int = 3,
         env: list[dict] | None = None,
         rollout_gets: int | None = 2,
+        deadline_gets: int = 3,
+        progress_deadline_seconds: int = 600,
     ) -> None:
-        """A Deployment of `replicas` pods of one container `server`, fully rolled out."""
+        """A Deployment of `replicas` pods of one container `server`, fully rolled out. A new
+        pod template becomes ready on the `rollout_gets`-th GET after it is patched in, or never
+        (None: its Progressing condition times out after `deadline_gets` GETs)."""
         labels = {"app.kubernetes.io/name": name}
-        self.deployments[(namespace, name)] = {
+        template = {
+            "metadata": {"labels": dict(labels)},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "server",
+                        "image": "kubedetect-server:latest",
+                        "env": copy.deepcopy(env or []),
+                    }
+                ]
+            },
+        }
+        deployment = {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
             "metadata": {
                 **self._new_metadata(namespace, name),
                 "generation": 1,
                 "labels": dict(labels),
+                "annotations": {REVISION_ANNOTATION: "1"},
             },
             "spec": {
                 "replicas": replicas,
                 "selector": {"matchLabels": dict(labels)},
                 "strategy": {
                     "type": "RollingUpdate",
-                    "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"},
+                    "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
                 },
-                "progressDeadlineSeconds": 600,
-                "template": {
-                    "metadata": {"labels": dict(labels)},
-                    "spec": {
-                        "containers": [
-                            {
-                                "name": "server",
-                                "image": "kubedetect-server:latest",
-                                "env": copy.deepcopy(env or []),
-                            }
-                        ]
-                    },
-                },
+                "progressDeadlineSeconds": progress_deadline_seconds,
+                "template": template,
             },
         }
-        self._rollouts[(namespace, name)] = Rollout(rollout_gets)
+        deployment["status"] = self._complete(deployment, 1)
+        self.deployments[(namespace, name)] = deployment
+        self._history[(namespace, name)] = [copy.deepcopy(template)]
+        self._rollouts[(namespace, name)] = Rollout(rollout_gets, deadline_gets)
 
     def requests_to(self, method: str, path: str) -> list[Request]:
         with self._lock:
             return [r for r in self.requests if r.method == method and r.path == path]
+
+    def pods_of(self, namespace: str, job_name: str) -> list[dict]:
+        with self._lock:
+            return self._pods_of(namespace, job_name)
 
     # ------------------------------------------------------------------------------------------
     # The endpoints
@@ -349,6 +537,41 @@ class K8sApiStub(LoopbackServer):
             }
         )
 
+    # --- The garbage collector ---------------------------------------------------------------
+
+    def _collect_garbage(self) -> None:
+        """K8S garbagecollector.go attemptToDeleteItem, classifyReferences, isDangling: an object
+        with ownerReferences is deleted once none of its owners exists. An owner is looked up
+        in the dependent's own namespace (a namespaced owner elsewhere is absent, whatever its
+        name), and it is absent too if an object of that name has another uid. Deleting an
+        object makes its dependents' owners absent in turn (cascading, background policy).
+        Owners of kinds the stub does not serve (anything but Pod and TFJob) count as present."""
+        stores = {("v1", "Pod"): self.pods, ("kubeflow.org/v1", "TFJob"): self.tfjobs}
+        changed = True
+        while changed:
+            changed = False
+            for store in stores.values():
+                for key, obj in list(store.items()):
+                    references = obj["metadata"].get("ownerReferences") or []
+                    if not references:
+                        continue
+                    namespace = obj["metadata"]["namespace"]
+                    solid = False
+                    for ref in references:
+                        owners = stores.get((ref["apiVersion"], ref["kind"]))
+                        if owners is None:
+                            solid = True
+                            break
+                        owner = owners.get((namespace, ref["name"]))
+                        if owner is not None and owner["metadata"]["uid"] == ref["uid"]:
+                            solid = True
+                            break
+                    if not solid:
+                        del store[key]
+                        if store is self.tfjobs:
+                            self._scripts.pop(key, None)
+                        changed = True
+
     # --- TFJobs -------------------------------------------------------------------------------
 
     def _create_tfjob(self, request: Request, namespace: str) -> tuple[int, dict]:
@@ -369,23 +592,35 @@ class K8sApiStub(LoopbackServer):
                 {"name": name, "group": "kubeflow.org", "kind": "tfjobs"},
             )
         job["metadata"].update(self._new_metadata(namespace, name), generation=1)
+        # TRAINER tfjob_controller.go onOwnerCreateFunc: the Created condition comes first.
+        job["status"] = {"conditions": set_condition([], *_tf_true(job, "Created"))}
         self.tfjobs[(namespace, name)] = job
-        self._scripts.setdefault((namespace, name), TFJobScript())
+        queued = self._next_scripts.get((namespace, name)) or []
+        self._scripts[(namespace, name)] = queued.pop(0) if queued else TFJobScript()
         self._create_pods(job)
+        self._collect_garbage()  # an owner that does not exist (here) is no owner
         return 201, job
 
     def _create_pods(self, job: dict) -> None:
-        """The pods the Training Operator creates for the job, with its names and labels."""
+        """The pods the operator creates: TRAINER pkg/controller.v1/common/pod.go createNewPod
+        (name GenGeneralName: JOB-TYPE-INDEX; labels GenLabels plus replica type, index and, for
+        the master role, job-role=master; the replica spec's restartPolicy set on the pod by
+        pkg/core/pod.go SetRestartPolicy; the job as controller owner, GenOwnerReference in
+        job_controller.go) and pkg/controller.v1/tensorflow/tfjob_controller.go (IsMasterRole:
+        worker 0 when there is no Chief or Master; SetClusterSpec: TF_CONFIG, only in the
+        container named `tensorflow` and only when the job is distributed)."""
         namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
         specs = job["spec"]["tfReplicaSpecs"]
         has_chief = "Chief" in specs or "Master" in specs
+        tf_config = self._cluster_spec(job)
+        distributed = sum(spec.get("replicas", 1) for spec in specs.values()) != 1
         for replica_type, spec in specs.items():
             for index in range(spec.get("replicas", 1)):
                 pod_name = f"{name}-{replica_type.lower()}-{index}"
                 template = copy.deepcopy(spec["template"])
                 labels = {
                     **template.get("metadata", {}).get("labels", {}),
-                    "training.kubeflow.org/operator-name": "tfjob-controller",
+                    OPERATOR_NAME_LABEL: "tfjob-controller",
                     JOB_NAME_LABEL: name,
                     REPLICA_TYPE_LABEL: replica_type.lower(),
                     REPLICA_INDEX_LABEL: str(index),
@@ -395,6 +630,25 @@ class K8sApiStub(LoopbackServer):
                 )
                 if chief:
                     labels[JOB_ROLE_LABEL] = "master"
+                pod_spec = template["spec"]
+                pod_spec["restartPolicy"] = spec.get("restartPolicy", "Never")
+                if distributed:
+                    for container in pod_spec["containers"]:
+                        if container["name"] == TF_CONTAINER:
+                            # tensorflow.go genTFConfigJSONStr: Go's json.Marshal of TFConfig.
+                            value = {
+                                "cluster": tf_config,
+                                "task": {"type": replica_type.lower(), "index": index},
+                                "environment": "cloud",
+                            }
+                            env = container.setdefault("env", [])
+                            env.append(
+                                {
+                                    "name": "TF_CONFIG",
+                                    "value": json.dumps(value, separators=(",", ":")),
+                                }
+                            )
+                            break
                 metadata = self._new_metadata(namespace, pod_name)
                 metadata["labels"] = labels
                 metadata["ownerReferences"] = [
@@ -411,7 +665,7 @@ class K8sApiStub(LoopbackServer):
                     "apiVersion": "v1",
                     "kind": "Pod",
                     "metadata": metadata,
-                    "spec": template["spec"],
+                    "spec": pod_spec,
                     "status": {"phase": "Pending"},
                     "_replica": (replica_type, index),  # the stub's own bookkeeping
                 }
@@ -424,72 +678,158 @@ class K8sApiStub(LoopbackServer):
                     job["metadata"]["uid"],
                 )
 
+    @staticmethod
+    def _cluster_spec(job: dict) -> dict[str, list[str]]:
+        """TRAINER pkg/controller.v1/tensorflow/tensorflow.go genClusterSpec: every replica as
+        JOB-TYPE-INDEX.NAMESPACE.svc:PORT, the port that of the `tensorflow` container's
+        `tfjob-port` (util.go GetPortFromTFJob), else 2222."""
+        namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        cluster = {}
+        for replica_type, spec in job["spec"]["tfReplicaSpecs"].items():
+            port = TF_PORT
+            for container in spec["template"]["spec"]["containers"]:
+                if container["name"] == TF_CONTAINER:
+                    for entry in container.get("ports", []):
+                        if entry.get("name") == TF_PORT_NAME:
+                            port = entry["containerPort"]
+            rt = replica_type.lower()
+            cluster[rt] = [
+                f"{name}-{rt}-{i}.{namespace}.svc:{port}" for i in range(spec.get("replicas", 1))
+            ]
+        return cluster
+
     def _get_tfjob(self, request: Request, namespace: str, name: str) -> tuple[int, dict]:
         job = self.tfjobs.get((namespace, name))
         if job is None:
             return _not_found("tfjobs", "kubeflow.org", name)
-        script = self._scripts[(namespace, name)]
+        self._reconcile(job, self._scripts[(namespace, name)])
+        return 200, job
+
+    def _reconcile(self, job: dict, script: TFJobScript) -> None:
+        """One reconcile of the operator, then the job as the API server holds it."""
+        namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
         step = min(script.gets, len(script.conditions) - 1)
         script.gets += 1
-        reached = script.conditions[: step + 1]
-        latest = reached[-1]
-        if step == len(script.conditions) - 1 and script.gets == step + 1:
-            for event in script.events:  # the job has just reached its last step
+        phase = script.conditions[step]
+        status_ = job["status"]
+        was_finished = _finished(status_["conditions"])
+        # TRAINER tfjob_controller.go UpdateJobStatus sets startTime on the first reconcile;
+        # pkg/core/job.go PastActiveDeadline (now - startTime >= activeDeadlineSeconds) is checked
+        # by common/job.go ReconcileJobs first: the job fails, whatever its pods are doing.
+        status_.setdefault("startTime", _now())
+        deadline = job["spec"].get("runPolicy", {}).get("activeDeadlineSeconds")
+        if (
+            deadline is not None
+            and not was_finished
+            and time.monotonic() - script.started >= deadline
+        ):
+            phase = "Deadline"
+        status_["conditions"] = set_condition(status_["conditions"], *_tf_true(job, phase))
+        finished = _finished(status_["conditions"])
+        if finished and "completionTime" not in status_:
+            status_["completionTime"] = _now()
+        if not was_finished and step == len(script.conditions) - 1 and script.gets == step + 1:
+            for event in script.events:  # the job has just reached its last phase
                 owner = job if event.kind == "TFJob" else self.pods.get((namespace, event.name))
                 uid = owner["metadata"]["uid"] if owner else None
                 api = "kubeflow.org/v1" if event.kind == "TFJob" else "v1"
                 self._emit(namespace, event, api, uid)
-        for pod in self._pods_of(namespace, name):
-            pod["status"]["phase"] = POD_PHASE[latest]
-        job["status"] = self._tfjob_status(job, reached)
-        return 200, job
+        pods = self._pods_of(namespace, name)
+        failing = script.failed_worker % len(pods) if pods else 0
+        if phase != "Deadline" and not was_finished:
+            for pod in pods:
+                failed = phase == "Failed" and pod["_replica"][1] == failing
+                pod["status"]["phase"] = "Failed" if failed else POD_PHASE[phase]
+                if phase == "Failed" and not failed:
+                    pod["status"]["phase"] = "Running"
+        status_["replicaStatuses"] = self._replica_statuses(job, pods)
+        # TRAINER common/job.go DeletePodsAndServices, by cleanPodPolicy once the job has
+        # finished (Running: the Running and Pending pods; All: every pod; None: none). A job
+        # past its deadline or backoff limit (jobExceedsLimit) is cleaned up in the same
+        # reconcile; one that UpdateJobStatus marked finished, in the next.
+        exceeded = phase in ("Deadline", "BackoffLimitExceeded")
+        if finished and not script.cleaned and (was_finished or exceeded):
+            policy = job["spec"].get("runPolicy", {}).get("cleanPodPolicy") or "None"
+            for pod in pods:
+                running = pod["status"]["phase"] in ("Running", "Pending")
+                if policy == "All" or (policy == "Running" and running):
+                    del self.pods[(namespace, pod["metadata"]["name"])]
+            script.cleaned = True
 
-    def _tfjob_status(self, job: dict, reached: tuple[str, ...]) -> dict:
-        """The status the operator writes, its condition list kept by the operator's rules."""
-        conditions: list[dict] = []
-        for kind in reached:
-            kept = []
-            for c in conditions:
-                if c["type"] == kind or {c["type"], kind} == {"Running", "Restarting"}:
-                    continue  # replaced
-                if kind in ("Succeeded", "Failed") and c["type"] == "Running":
-                    c = {**c, "status": "False"}
-                kept.append(c)
-            name = job["metadata"]["name"]
-            kept.append(
-                {
-                    "type": kind,
-                    "status": "True",
-                    "reason": f"TFJob{kind}",
-                    "message": f"TFJob {job['metadata']['namespace']}/{name} is {kind.lower()}.",
-                    "lastUpdateTime": _now(),
-                    "lastTransitionTime": _now(),
-                }
+    @staticmethod
+    def _replica_statuses(job: dict, pods: list[dict]) -> dict:
+        """TRAINER common/status.go updateJobReplicaStatuses: pods counted by phase."""
+        statuses = {replica_type: {} for replica_type in job["spec"]["tfReplicaSpecs"]}
+        for pod in pods:
+            counts = statuses[pod["_replica"][0]]
+            key = {"Running": "active", "Pending": "active", "Succeeded": "succeeded"}.get(
+                pod["status"]["phase"], "failed"
             )
-            conditions = kept
-        latest = reached[-1]
-        counts = {"Running": "active", "Restarting": "active", "Succeeded": "succeeded"}
-        replica_statuses = {}
-        for replica_type, spec in job["spec"]["tfReplicaSpecs"].items():
-            replicas = spec.get("replicas", 1)
-            if latest == "Failed":
-                replica_statuses[replica_type] = {"failed": 1, "active": replicas - 1}
-            elif latest in counts:
-                replica_statuses[replica_type] = {counts[latest]: replicas}
-            else:
-                replica_statuses[replica_type] = {}
-        status_ = {"conditions": conditions, "replicaStatuses": replica_statuses}
-        if latest != "Created":
-            status_["startTime"] = job["metadata"]["creationTimestamp"]
-        if latest in ("Succeeded", "Failed"):
-            status_["completionTime"] = _now()
-        return status_
+            counts[key] = counts.get(key, 0) + 1
+        return statuses
+
+    def _patch_tfjob(self, request: Request, namespace: str, name: str) -> tuple[int, dict]:
+        job = self.tfjobs.get((namespace, name))
+        if job is None:
+            return _not_found("tfjobs", "kubeflow.org", name)
+        if request.content_type != "application/merge-patch+json":  # custom resources: no SMP
+            return 415, status(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - accepted media types "
+                f"include: application/json-patch+json, application/merge-patch+json "
+                f"(the stub: merge patches only; got {request.content_type})",
+            )
+        wanted = (request.body.get("metadata") or {}).get("resourceVersion")
+        if wanted is not None and wanted != job["metadata"]["resourceVersion"]:
+            return 409, status(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on tfjobs.kubeflow.org "{name}": the object has '
+                "been modified; please apply your changes to the latest version and try again",
+            )
+        patched = merge_patch(job, request.body)
+        self._resource_version += 1
+        patched["metadata"]["resourceVersion"] = str(self._resource_version)
+        patched["metadata"]["uid"] = job["metadata"]["uid"]
+        self.tfjobs[(namespace, name)] = patched
+        self._collect_garbage()
+        return 200, patched
+
+    def _delete_tfjob(self, request: Request, namespace: str, name: str) -> tuple[int, dict]:
+        """Delete the job; its pods go with it unless the policy is Orphan (K8S garbage
+        collector: the pods' only owner is gone). No finalizers, so no deletionTimestamp
+        phase: the object is gone at once."""
+        job = self.tfjobs.get((namespace, name))
+        if job is None:
+            return _not_found("tfjobs", "kubeflow.org", name)
+        policy = request.query.get("propagationPolicy") or (request.body or {}).get(
+            "propagationPolicy", "Background"
+        )
+        del self.tfjobs[(namespace, name)]
+        self._scripts.pop((namespace, name), None)
+        if policy == "Orphan":
+            for pod in self._pods_of(namespace, name):
+                pod["metadata"]["ownerReferences"] = []
+        self._collect_garbage()
+        return 200, {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {
+                "name": name,
+                "group": "kubeflow.org",
+                "kind": "tfjobs",
+                "uid": job["metadata"]["uid"],
+            },
+        }
 
     def _pods_of(self, namespace: str, job_name: str) -> list[dict]:
         return [
             pod
             for (ns, _), pod in sorted(self.pods.items())
-            if ns == namespace and pod["metadata"]["labels"].get(JOB_NAME_LABEL) == job_name
+            if ns == namespace and pod["metadata"].get("labels", {}).get(JOB_NAME_LABEL) == job_name
         ]
 
     # --- Pods, logs, events -------------------------------------------------------------------
@@ -516,6 +856,13 @@ class K8sApiStub(LoopbackServer):
     def _list_pods(self, request: Request, namespace: str) -> tuple[int, dict]:
         pods = [pod for (ns, _), pod in sorted(self.pods.items()) if ns == namespace]
         return self._list("PodList", pods, request.query)
+
+    def _delete_pod(self, request: Request, namespace: str, name: str) -> tuple[int, dict]:
+        pod = self.pods.pop((namespace, name), None)
+        if pod is None:
+            return _not_found("pods", "", name)
+        self._collect_garbage()
+        return 200, {k: v for k, v in pod.items() if not k.startswith("_")}
 
     def _list_events(self, request: Request, namespace: str) -> tuple[int, dict]:
         events = [e for e in self.events if e["metadata"]["namespace"] == namespace]
@@ -546,27 +893,50 @@ class K8sApiStub(LoopbackServer):
         deployment = self.deployments.get((namespace, name))
         if deployment is None:
             return _not_found("deployments", "apps", name)
-        if not isinstance(request.body, dict):
-            return _bad_request("the patch is not a JSON object")
-        if request.content_type == "application/strategic-merge-patch+json":
-            patched = strategic_merge(deployment, request.body, MERGE_KEYS)
-        elif request.content_type == "application/merge-patch+json":
-            patched = merge_patch(deployment, request.body)
-        else:
-            return 415, status(
-                415,
-                "UnsupportedMediaType",
-                f"the stub does not implement PATCH with Content-Type {request.content_type}",
-            )
+        try:
+            if request.content_type == "application/json-patch+json":
+                if not isinstance(request.body, list):
+                    return _bad_request("a JSON patch is a list of operations")
+                patched = json_patch(deployment, request.body)
+            elif not isinstance(request.body, dict):
+                return _bad_request("the patch is not a JSON object")
+            elif request.content_type == "application/strategic-merge-patch+json":
+                patched = strategic_merge(deployment, request.body, MERGE_KEYS)
+            elif request.content_type == "application/merge-patch+json":
+                patched = merge_patch(deployment, request.body)
+            else:
+                return 415, status(
+                    415,
+                    "UnsupportedMediaType",
+                    f"the stub does not implement PATCH with Content-Type {request.content_type}",
+                )
+        except PatchTestFailed as exc:
+            return 422, status(422, "Invalid", str(exc))
         patched["metadata"]["name"], patched["metadata"]["namespace"] = name, namespace
         if patched["spec"] != deployment["spec"]:
             patched["metadata"]["generation"] = deployment["metadata"]["generation"] + 1
-            self._rollouts[(namespace, name)].gets_since_change = 0
+        if patched["spec"]["template"] != deployment["spec"]["template"]:
+            self._new_revision(namespace, name, patched)
         self._resource_version += 1
         patched["metadata"]["resourceVersion"] = str(self._resource_version)
-        patched["status"] = deployment.get("status") or self._complete(patched, 1)
+        patched["status"] = deployment["status"]
         self.deployments[(namespace, name)] = patched
         return 200, patched
+
+    def _new_revision(self, namespace: str, name: str, deployment: dict) -> None:
+        """K8S sync.go getNewReplicaSet, via deployment_util.go FindNewReplicaSet: a template
+        equal to one a ReplicaSet of the Deployment already has is that ReplicaSet (revision
+        bumped, its pods still there: rollback.go and kubectl's rollback restore a revision this
+        way); any other template is a new ReplicaSet, with pods still to start."""
+        history = self._history[(namespace, name)]
+        template = deployment["spec"]["template"]
+        rollout = self._rollouts[(namespace, name)]
+        rollout.known = template in history
+        if not rollout.known:
+            history.append(copy.deepcopy(template))
+        revision = int(deployment["metadata"]["annotations"].get(REVISION_ANNOTATION, "1")) + 1
+        deployment["metadata"]["annotations"][REVISION_ANNOTATION] = str(revision)
+        rollout.gets_since_change = 0
 
     def _get_deployment(self, request: Request, namespace: str, name: str) -> tuple[int, dict]:
         deployment = self.deployments.get((namespace, name))
@@ -575,23 +945,32 @@ class K8sApiStub(LoopbackServer):
         rollout = self._rollouts[(namespace, name)]
         generation = deployment["metadata"]["generation"]
         if rollout.gets_since_change is None:
-            deployment["status"] = self._complete(deployment, generation)
+            deployment["status"]["observedGeneration"] = generation
             return 200, deployment
         rollout.gets_since_change += 1
         gets = rollout.gets_since_change
-        if rollout.rollout_gets is not None and gets >= rollout.rollout_gets:
+        ready_on = 2 if rollout.known else rollout.rollout_gets
+        if gets == 1:  # the controller has not seen the new generation yet: status unchanged
+            return 200, deployment
+        if ready_on is not None and gets >= ready_on:
             deployment["status"] = self._complete(deployment, generation)
             rollout.gets_since_change = None
-        elif gets == 1:  # the controller has not seen the new generation yet
-            deployment["status"] = self._complete(deployment, generation - 1)
         else:
             deployment["status"] = self._rolling(
-                deployment, gets, stuck=rollout.rollout_gets is None
+                deployment, gets, stuck=ready_on is None, timed_out=gets > rollout.deadline_gets
             )
         return 200, deployment
 
-    @staticmethod
-    def _complete(deployment: dict, observed: int) -> dict:
+    def _replica_set(self, deployment: dict) -> str:
+        """The new ReplicaSet's name: DEPLOYMENT-HASH (a hash of the template; not the
+        pod-template-hash function upstream uses)."""
+        digest = hashlib.sha256(json.dumps(deployment["spec"]["template"], sort_keys=True).encode())
+        return f"{deployment['metadata']['name']}-{digest.hexdigest()[:10]}"
+
+    def _complete(self, deployment: dict, observed: int) -> dict:
+        """K8S progress.go syncRolloutStatus once deployment_util.go DeploymentComplete holds:
+        Progressing True, NewReplicaSetAvailable, 'ReplicaSet "X" has successfully
+        progressed.'"""
         replicas = deployment["spec"]["replicas"]
         return {
             "observedGeneration": observed,
@@ -600,21 +979,36 @@ class K8sApiStub(LoopbackServer):
             "readyReplicas": replicas,
             "availableReplicas": replicas,
             "conditions": [
-                _condition("Available", "True", "MinimumReplicasAvailable"),
-                _condition("Progressing", "True", "NewReplicaSetAvailable"),
+                _available(),
+                _condition(
+                    "Progressing",
+                    "True",
+                    "NewReplicaSetAvailable",
+                    f'ReplicaSet "{self._replica_set(deployment)}" has successfully progressed.',
+                ),
             ],
         }
 
-    @staticmethod
-    def _rolling(deployment: dict, gets: int, *, stuck: bool) -> dict:
-        """Mid-update with one surge pod not ready yet; the old pods all still serve."""
+    def _rolling(self, deployment: dict, gets: int, *, stuck: bool, timed_out: bool) -> dict:
+        """Mid-update with maxSurge 1, maxUnavailable 0: one new pod at a time, the old ones all
+        serving. K8S progress.go: Progressing True ReplicaSetUpdated while there is progress
+        (deployment_util.go DeploymentProgressing); when a stuck rollout has shown none for
+        progressDeadlineSeconds (DeploymentTimedOut), Progressing False
+        ProgressDeadlineExceeded, 'ReplicaSet "X" has timed out progressing.'."""
         replicas = deployment["spec"]["replicas"]
         updated = 1 if stuck else max(1, min(gets - 1, replicas - 1))
-        progressing = (
-            _condition("Progressing", "False", "ProgressDeadlineExceeded")
-            if stuck
-            else _condition("Progressing", "True", "ReplicaSetUpdated")
-        )
+        rs = self._replica_set(deployment)
+        if stuck and timed_out:
+            progressing = _condition(
+                "Progressing",
+                "False",
+                "ProgressDeadlineExceeded",
+                f'ReplicaSet "{rs}" has timed out progressing.',
+            )
+        else:
+            progressing = _condition(
+                "Progressing", "True", "ReplicaSetUpdated", f'ReplicaSet "{rs}" is progressing.'
+            )
         return {
             "observedGeneration": deployment["metadata"]["generation"],
             "replicas": replicas + 1,
@@ -623,7 +1017,7 @@ class K8sApiStub(LoopbackServer):
             "availableReplicas": replicas,
             "unavailableReplicas": 1,
             "conditions": [
-                _condition("Available", "True", "MinimumReplicasAvailable"),
+                _available(),
                 progressing,
             ],
         }
@@ -671,20 +1065,19 @@ class K8sApiStub(LoopbackServer):
         return Handler
 
 
-DEPLOYMENT_MESSAGES = {
-    "MinimumReplicasAvailable": "Deployment has minimum availability.",
-    "NewReplicaSetAvailable": "ReplicaSet has successfully progressed.",
-    "ReplicaSetUpdated": "ReplicaSet is progressing.",
-    "ProgressDeadlineExceeded": "ReplicaSet has timed out progressing.",
-}
+def _available() -> dict:
+    """K8S sync.go syncDeploymentStatus: Available while at least the minimum are available."""
+    return _condition(
+        "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability."
+    )
 
 
-def _condition(kind: str, state: str, reason: str) -> dict:
+def _condition(kind: str, state: str, reason: str, message: str) -> dict:
     return {
         "type": kind,
         "status": state,
         "reason": reason,
-        "message": DEPLOYMENT_MESSAGES[reason],
+        "message": message,
         "lastUpdateTime": _now(),
         "lastTransitionTime": _now(),
     }

@@ -69,9 +69,9 @@ def yaml_documents(path) -> list[dict]:
 
 
 @pytest.mark.shared
-@pytest.mark.parametrize("workers", [2, 4])
+@pytest.mark.parametrize(("workers", "gpus"), [(2, 1), (4, 2)])
 def test_emit_tfjob_prints_the_crd_valid_job_the_library_builds(
-    tfjob_schema, tmp_path, capsys, workers
+    tfjob_schema, tmp_path, capsys, workers, gpus
 ):
     model_uri = tmp_path / "model"  # a real local path: the command must not create it
     code = main(
@@ -82,7 +82,7 @@ def test_emit_tfjob_prints_the_crd_valid_job_the_library_builds(
             "--workers",
             str(workers),
             "--gpus-per-worker",
-            "1",
+            str(gpus),
             "--image",
             IMAGE,
             "--namespace",
@@ -107,17 +107,28 @@ def test_emit_tfjob_prints_the_crd_valid_job_the_library_builds(
     assert job["kind"] == "TFJob"
     assert job["metadata"]["name"] == "kubedetect-cards"
     assert job["metadata"]["namespace"] == "ml-team"
+    # Bounded in time: the operator fails a job that outlives the step's wait.
+    assert job["spec"]["runPolicy"]["activeDeadlineSeconds"] == ClusterConfig().job_timeout_seconds
+    assert job["spec"]["runPolicy"]["cleanPodPolicy"] == "Running"
     worker = job["spec"]["tfReplicaSpecs"]["Worker"]
     assert worker["replicas"] == workers
-    (container,) = worker["template"]["spec"]["containers"]
+    pod = worker["template"]["spec"]
+    (container,) = pod["containers"]
     assert container["name"] == "tensorflow"  # the only container the operator gives TF_CONFIG
-    assert container["image"] == IMAGE
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["image"] == f"{IMAGE}-gpu"  # the GPU build; the steps keep IMAGE
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == str(gpus)
     assert container["command"] == ["python", "-m", "kubedetect.train"]
     args = container["args"]
     assert args[:2] == [SHARDS_URI, str(model_uri)]
     flags = dict(zip(args[2::2], args[3::2], strict=True))
-    assert flags == {"--epochs": "3", "--batch-size": "16", "--width": "16"}
+    assert flags == {
+        "--epochs": "3",
+        "--batch-size": "16",
+        "--width": "16",
+        "--require-gpus": str(gpus),  # no GPU visible: fail at once, not train on the CPU
+    }
+    (shm,) = [m["name"] for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm"]
+    assert {"name": shm, "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}} in pod["volumes"]
 
     # The job the train step builds from the same training flags and cluster settings.
     train_argv = [
@@ -126,7 +137,7 @@ def test_emit_tfjob_prints_the_crd_valid_job_the_library_builds(
         *to_argv(TrainConfig(epochs=3, batch_size=16)),
         *to_argv(ModelConfig(width=16)),
     ]
-    cluster = ClusterConfig(image=IMAGE, namespace="ml-team", gpus_per_worker=1)
+    cluster = ClusterConfig(image=IMAGE, namespace="ml-team", gpus_per_worker=gpus)
     assert job == to_manifest(build_tfjob("kubedetect-cards", train_argv, workers, cluster))
 
     assert not model_uri.exists()  # printed, not trained
@@ -174,7 +185,8 @@ def test_compile_flags_reach_the_platform_spec(tmp_path):
     spec, platform = yaml_documents(output)
     executors = spec["deploymentSpec"]["executors"]
     images = {name: executor["container"]["image"] for name, executor in executors.items()}
-    assert images == dict.fromkeys(executors, IMAGE)
+    # Training in the step on GPUs: the GPU build there, the CPU build everywhere else.
+    assert images == {**dict.fromkeys(executors, IMAGE), "exec-train": f"{IMAGE}-gpu"}
     accelerator = executors["exec-train"]["container"]["resources"]["accelerator"]
     assert (accelerator["resourceType"], accelerator["resourceCount"]) == ("nvidia.com/gpu", "2")
     on_kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
@@ -285,6 +297,41 @@ def test_submit_sends_the_compiled_pipeline_and_typed_parameters(tmp_path, capsy
     path = compile_pipeline(str(tmp_path / "p.yaml"), PipelineConfig(), ClusterConfig(image=IMAGE))
     spec, platform = yaml_documents(path)
     assert pipeline == {"pipeline_spec": spec, "platform_spec": platform}
+
+
+def test_submit_sends_the_service_account_and_can_turn_caching_off(capsys):
+    with KfpApiStub() as stub:
+        code = submit(
+            stub.url,
+            "--param",
+            DATA_URI,
+            "--service-account",
+            "kubedetect-pipeline",
+            "--no-cache",
+        )
+    assert code == 0
+    printed_run_url(capsys.readouterr().out, stub)
+    (run,) = bodies(stub, "POST", "/runs")
+    assert run["service_account"] == "kubedetect-pipeline"  # multi-user KFP (docs/DEPLOY.md)
+    pipeline = run["pipeline_spec"]["pipeline_spec"]
+    cached = [
+        task.get("cachingOptions", {}).get("enableCache", False)
+        for component in [pipeline["root"], *pipeline["components"].values()]
+        for task in component.get("dag", {}).get("tasks", {}).values()
+    ]
+    assert cached and not any(cached)  # --no-cache: every step runs
+
+
+def test_submit_with_caching_keeps_the_compiled_per_step_settings(capsys):
+    """KFP's run-wide enable_caching=True would cache `plan shards` and `deploy` too: it is
+    never sent; the run carries the compiled settings."""
+    with KfpApiStub() as stub:
+        assert submit(stub.url, "--param", DATA_URI, "--cache") == 0
+    (run,) = bodies(stub, "POST", "/runs")
+    assert "service_account" not in run or not run["service_account"]
+    tasks = run["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"]
+    assert tasks["plan-shards"].get("cachingOptions", {}).get("enableCache", False) is False
+    assert tasks["train"]["cachingOptions"]["enableCache"] is True
 
 
 def test_submit_to_an_existing_experiment_adds_the_run_to_it(capsys):

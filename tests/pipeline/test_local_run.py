@@ -1,11 +1,13 @@
 """The whole pipeline, run for real by kfp.local on this machine: the `make demo` path (data,
 ParallelFor preprocessing, two MWMS worker processes, evaluation, quantization, gate, deploy,
-then the served model), a starved run that the quality gate must hold back, and the train step
-failing clearly against an unreachable cluster."""
+then the served model) and the console a person reads meanwhile, a step that fails and says why,
+a starved run that the quality gate must hold back, and the train step failing clearly against
+an unreachable cluster."""
 
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +24,23 @@ from pipelines.run import run_local
 
 pytestmark = pytest.mark.slow
 GATE = 0.2  # int8 mAP@0.5 the tiny runs must reach to be deployed
+# The steps of the pipeline as the console names them, with two shards.
+STEPS = [
+    "plan shards",
+    "preprocess shard 0",
+    "preprocess shard 1",
+    "merge shards",
+    "train",
+    "evaluate",
+    "quantize",
+    "quality gate",
+    "deploy",
+]
+STEP_LINE = r"^ *\d+:\d\d  {name} +{what}"
+
+
+def step_lines(console: str, name: str, what: str) -> list[str]:
+    return re.findall(STEP_LINE.format(name=re.escape(name), what=what), console, re.MULTILINE)
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +108,29 @@ def test_demo_runs_the_pipeline_and_serves_the_gated_model(voc, tmp_path):
         assert "Quality gate: deploy" in text
         assert f"Serving {os.path.realpath(out / 'serving' / 'current')}" in text
 
+        # The console, until the server starts: a line as each step starts and one as it ends
+        # (with its figure), the summary, and nothing else: no executor inputs as JSON, no
+        # warnings, errors or tracebacks for things that went right, no progress bar redrawn.
+        console = text.split("\nServing ")[0]
+        for name in STEPS:
+            assert len(step_lines(console, name, "started")) == 1, (name, console)
+            assert len(step_lines(console, name, r"done in (\d+ min )?[\d.]+ s")) == 1, console
+        assert re.search(r"train +done in .*: val mAP@0\.5 0\.\d{3}", console)
+        assert re.search(r"quality gate +done in .*: deploy ", console)
+        logs = out / "logs"
+        assert f"every step's full log: {logs}/" in console
+        assert not re.search(r"(?i)warn|error|traceback|executor_input|\{", console), console
+        assert "\r" not in console
+        assert len(console.splitlines()) <= 60, console
+
+        # ... and everything else in the log files the console named.
+        assert "Got executor_input" in (logs / "plan-shards.log").read_text()
+        assert "Running pipeline" in (logs / "kfp-local.log").read_text()
+        assert (logs / "preprocess-shard-1.log").is_file()
+        assert re.search(r"worker 0: epoch 24/24", (logs / "train.log").read_text())
+        for worker in (0, 1):  # every line of each training worker, in its own file
+            assert f"worker {worker}: final step" in (logs / f"worker-{worker}.log").read_text()
+
         # The artifacts of the run.
         run_root = next((out / "kfp-local").iterdir())
         manifest = json.loads((run_root / "merge-shards" / "dataset" / "dataset.json").read_text())
@@ -136,6 +178,31 @@ def test_demo_runs_the_pipeline_and_serves_the_gated_model(voc, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(demo.pid, signal.SIGKILL)
         log.close()
+
+
+@pytest.mark.timeout(600)
+def test_a_failing_step_shows_its_error_and_the_path_of_its_log(voc, tmp_path):
+    """A batch larger than the data: the train step fails, and the console says so with the
+    workers' own error and where the full log is; the steps after it never start."""
+    out = tmp_path / "demo"
+    command = [sys.executable, "-m", "pipelines.demo", "--out", str(out), "--data", str(voc)]
+    command += ["--image-size", "64", "--num-shards", "1", "--epochs", "1"]
+    command += ["--batch-size", "4096", "--no-serve"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=500)
+    assert result.returncode != 0, result.stdout
+    console, log = result.stdout, out / "logs" / "train.log"
+    assert len(step_lines(console, "merge shards", "done in")) == 1, console
+    assert len(step_lines(console, "train", "FAILED after")) == 1, console
+    # The failing step's last lines: the launcher's account and the workers' own error.
+    assert "fewer than one batch of 4096" in console, console
+    assert re.search(r"\[launcher\] worker \d failed \(exit status \d+\)", console), console
+    assert f"full log: {log}" in console
+    assert "Traceback" not in console  # folded to the error's own line; the log keeps it all
+    assert "Traceback" in log.read_text()
+    assert not step_lines(console, "evaluate", "started")
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"demo: error: the pipeline stopped: step 'train' failed (its log: {log})"
+    )
 
 
 @pytest.mark.timeout(900)
