@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-PAD_VALUE = 114.0  # grey, where a zoom-out shows space outside the image
+from kubedetect import images
+
+PAD_VALUE = float(images.PAD_VALUE)  # grey, as around a letterboxed image
 MIN_VISIBLE = 0.4
 ASPECT_JITTER = 0.1
 IDENTITY_WINDOW = (0.0, 0.0, 1.0, 1.0)  # (y1, x1, y2, x2), crop_and_resize's order

@@ -373,15 +373,33 @@ class ServeConfig:
 class TrainConfig:
     """How the detector is trained (the same flags for one process, local workers and a TFJob)."""
 
-    epochs: int = option(24, "Passes over the training split.")
+    epochs: int = option(
+        0,
+        "Passes over the training split. 0: as many as --images-seen asks for, within "
+        "--min-epochs and --max-epochs.",
+    )
+    images_seen: int = option(
+        60_000,
+        "The training budget when --epochs is 0: images the model sees in all (augmented "
+        "copies of the training split), whatever the split's size.",
+    )
+    min_epochs: int = option(5, "Fewest epochs the --images-seen budget may give.")
+    max_epochs: int = option(300, "Most epochs the --images-seen budget may give.")
     batch_size: int = option(32, "Global batch size, split evenly across workers (replicas).")
     learning_rate: float = option(
         4e-3, "Peak learning rate of AdamW (after warm-up, cosine decay)."
     )
-    warmup_epochs: float = option(0.5, "Linear learning-rate warm-up, in epochs.")
+    warmup_epochs: float = option(
+        3.0, "Linear learning-rate warm-up, in epochs (at most a tenth of the run)."
+    )
     weight_decay: float = option(1e-4, "Decoupled weight decay of AdamW.")
     steps_per_epoch: int = option(
         0, "Steps per epoch. 0: one pass over the training split (images // batch size)."
+    )
+    ema_decay: float = option(
+        0.999,
+        "Decay of the exponential moving average of the weights that is validated and exported "
+        "(ramped up over the first steps). 0: the raw weights.",
     )
     seed: int = option(0, "Seeds initial weights, shuffling and augmentation: same seed, same run.")
     augment: bool = option(True, "Box-consistent augmentation: flips, scale/crop jitter, colour.")
@@ -418,9 +436,13 @@ class TrainConfig:
         "(KUBEDETECT_CPUS, else the cgroup's CPU quota, else the CPUs it may run on).",
     )
     eval_every: int = option(
-        1,
+        0,
         "Epochs between validation mAP measurements (every worker predicts its slice of the "
-        "val split; the chief scores them). 0: at the end only.",
+        "val split; the chief scores them); the weights that score best are exported. "
+        "0: --evaluations spread over the run.",
+    )
+    evaluations: int = option(
+        10, "Validations over the run when --eval-every is 0 (1: after the last epoch only)."
     )
     eval_images: int = option(0, "Validation images for the per-epoch mAP. 0: the whole split.")
     log_every: int = option(
@@ -441,7 +463,11 @@ class TrainConfig:
 class EvalConfig:
     """How a model is evaluated (COCO metrics through pycocotools)."""
 
-    split: str = option("val", "The split of the shards to evaluate on.")
+    split: str = option(
+        "auto",
+        "The split of the shards to evaluate on. 'auto': 'test' where the shards have one (images "
+        "training never saw), else 'val'.",
+    )
     score_threshold: float | None = option(
         None,
         "Score above which a detection counts, for precision, recall, the confusion matrix and "

@@ -3,20 +3,28 @@
 The detector is CenterNet-style: for each class a heatmap whose peaks are object centres, and at
 every cell the object's size and the centre's sub-cell offset. Decoding keeps cells that are the
 maximum of their 3x3 neighbourhood (which does the work of non-maximum suppression), takes the
-top-scoring ones above a threshold, and turns them into boxes. Numpy only, so the serving path
-needs no TensorFlow; quantized (int8) outputs are dequantized first and then take the same path.
+top-scoring ones above a threshold, and turns them into boxes, normalised in the model's square
+input; `in_original` maps them back into the original image's pixels through the image's
+`kubedetect.images.Frame` (where the letterboxed image sat in the input). Numpy only, so the
+serving path needs no TensorFlow; quantized (int8) outputs are dequantized first and then take
+the same path.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from kubedetect.images import Frame
 
 
 @dataclass(frozen=True)
 class Detections:
-    """Detections in one image: boxes as (xmin, ymin, xmax, ymax) normalised to [0, 1]."""
+    """Detections in one image: boxes as (xmin, ymin, xmax, ymax) normalised to [0, 1] in the
+    model's input."""
 
     boxes: np.ndarray  # float32 [N, 4]
     scores: np.ndarray  # float32 [N], descending
@@ -25,9 +33,10 @@ class Detections:
     def __len__(self) -> int:
         return len(self.scores)
 
-    def in_pixels(self, width: int, height: int) -> np.ndarray:
-        """Boxes in the pixel frame of an image of the given (original) size."""
-        return self.boxes * np.array([width, height, width, height], dtype=np.float32)
+    def in_original(self, frame: Frame) -> np.ndarray:
+        """Boxes [N, 4] in the pixels of the original image (`frame`: where it sat in the
+        input)."""
+        return to_original(self.boxes, frame)
 
     def filter(self, score_threshold: float = 0.0, max_detections: int | None = None) -> Detections:
         keep = self.scores >= score_threshold
@@ -39,6 +48,17 @@ class Detections:
                 classes[:max_detections],
             )
         return Detections(boxes, scores, classes)
+
+
+def to_original(boxes: np.ndarray, frame: Frame) -> np.ndarray:
+    """Boxes [N, 4] normalised in the model's input to the original image's pixels, clipped to
+    the image (a box reaching into the letterbox's padding ends at the image's edge)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    x0, y0 = frame.to_original(boxes[:, 0], boxes[:, 1])
+    x1, y1 = frame.to_original(boxes[:, 2], boxes[:, 3])
+    pixels = np.stack([x0, y0, x1, y1], axis=-1)
+    limits = np.array([frame.width, frame.height, frame.width, frame.height], dtype=np.float64)
+    return np.clip(pixels, 0.0, limits).astype(np.float32)
 
 
 def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:

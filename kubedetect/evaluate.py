@@ -2,8 +2,10 @@
 
 MODEL is a training export (Keras) or a TFLite variant (its folder or its .tflite file); either
 runs through `kubedetect.detectors` and the shared decode. The split's images are the ones
-preprocessing stored (already at the model's input size), so every model is measured on
-exactly the same pixels. Writes DIR/metrics.json and, unless told not to, the plots.
+preprocessing stored (already letterboxed to the model's input size), so every model is measured
+on exactly the same pixels; boxes are scored in each image's original pixels. The split 'auto'
+(the default) is the final report's: `test` where the shards have one, else `val`. Writes
+DIR/metrics.json and, unless told not to, the plots.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from kubedetect import fs
 from kubedetect.config import EvalConfig, to_dict
 from kubedetect.decode import Detections
 from kubedetect.errors import KubedetectError
+from kubedetect.images import Frame
 from kubedetect.metrics import GroundTruth, confusion_matrix
 from kubedetect.metrics import evaluate as coco_evaluate
 from kubedetect.resources import available_cores
@@ -60,14 +63,30 @@ def split_examples(shards_dir: str, split: str, max_images: int = 0, *, pixels: 
     return dataset.map(parse).prefetch(2).as_numpy_iterator()
 
 
-def ground_truth(example: dict) -> GroundTruth:
+def final_split(manifest: dict) -> str:
+    """The split a final report is made on: `test` where the data has one (images the training
+    never saw, not even to pick its best checkpoint), else `val`."""
+    return "test" if manifest["splits"].get("test", {}).get("images") else "val"
+
+
+def resolve_split(shards_dir: str, split: str) -> str:
+    """`split`, with 'auto' resolved to the final report's (`final_split`)."""
+    from kubedetect.preprocess import load_manifest  # noqa: PLC0415
+
+    return final_split(load_manifest(shards_dir)) if split == "auto" else split
+
+
+def ground_truth(example: dict, manifest: dict) -> GroundTruth:
+    """An example's true objects, with the frame that maps them (and the detections) back to
+    its original pixels: the manifest says how its image was fitted into the square."""
+    from kubedetect.preprocess import resize_mode  # noqa: PLC0415
+
     height, width = (int(v) for v in example["original_size"])
     return GroundTruth(
         boxes=example["boxes"].reshape(-1, 4),
         class_ids=example["classes"].astype(np.int64),
         difficult=example["difficult"].astype(bool),
-        width=width,
-        height=height,
+        frame=Frame.of(width, height, int(manifest["image_size"]), resize_mode(manifest)),
     )
 
 
@@ -75,13 +94,14 @@ def read_truths(shards_dir: str, split: str, max_images: int = 0) -> EvalSet:
     """The true objects of a split, without its pixels (images is empty)."""
     from kubedetect.preprocess import load_manifest  # noqa: PLC0415
 
+    manifest = load_manifest(shards_dir)
     truths, ids = [], []
     for example in split_examples(shards_dir, split, max_images, pixels=False):
-        truths.append(ground_truth(example))
+        truths.append(ground_truth(example, manifest))
         ids.append(example["source_id"].decode())
     if not truths:
         raise KubedetectError(f"{shards_dir}: the '{split}' split holds no images")
-    classes = tuple(load_manifest(shards_dir)["classes"])
+    classes = tuple(manifest["classes"])
     return EvalSet(np.zeros((0, 0, 0, 3), np.uint8), truths, ids, classes)
 
 
@@ -91,6 +111,7 @@ def load_split(shards_dir: str, split: str = "val", max_images: int = 0) -> Eval
     from kubedetect.preprocess import load_manifest  # noqa: PLC0415
 
     manifest = load_manifest(shards_dir)
+    split = final_split(manifest) if split == "auto" else split
     size = int(manifest["image_size"])
     count = int(manifest["splits"].get(split, {}).get("images", 0))
     count = min(count, max_images) if max_images else count
@@ -98,7 +119,7 @@ def load_split(shards_dir: str, split: str = "val", max_images: int = 0) -> Eval
     truths, ids = [], []
     for i, example in enumerate(split_examples(shards_dir, split, count)):
         images[i] = example["image"]
-        truths.append(ground_truth(example))
+        truths.append(ground_truth(example, manifest))
         ids.append(example["source_id"].decode())
     if not truths:
         raise KubedetectError(f"{shards_dir}: the '{split}' split holds no images")
@@ -135,7 +156,7 @@ def predict_split(
     examples = split_examples(shards_dir, split, max_images)
     bar = tqdm(examples, total=total, desc="predict", unit="img", disable=not progress, leave=False)
     for example in bar:
-        truths.append(ground_truth(example))
+        truths.append(ground_truth(example, manifest))
         ids.append(example["source_id"].decode())
         if len(kept) < keep_images:
             kept.append(example["image"])
@@ -215,10 +236,12 @@ def evaluate(
     threads = config.threads or available_cores()
     _size_tensorflow(threads)
     detector = load_detector(model_path, num_threads=threads)
+    split = config.split
     if data is None:
         manifest = load_manifest(shards_dir)
+        split = final_split(manifest) if split == "auto" else split
         classes, image_size = tuple(manifest["classes"]), int(manifest["image_size"])
-        shard_paths(shards_dir, config.split)  # a clear error for a split that is not there
+        shard_paths(shards_dir, split)  # a clear error for a split that is not there
     else:
         classes, image_size = data.classes, int(data.images.shape[1])
     if tuple(detector.classes) != classes:
@@ -240,7 +263,7 @@ def evaluate(
         found, data = predict_split(
             detector.predict,
             shards_dir,
-            config.split,
+            split,
             max_images=config.max_images,
             batch_size=config.batch_size,
             max_detections=config.max_detections,
@@ -267,7 +290,7 @@ def evaluate(
         "kind": detector.card.kind,
         "variant": detector.card.variant,
         "shards": shards_dir,
-        "split": config.split,
+        "split": split,
         **metrics,
         "config": to_dict(config),
     }

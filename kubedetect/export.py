@@ -25,7 +25,7 @@ import numpy as np
 from kubedetect import fs
 from kubedetect.labels import ClassMap
 from kubedetect.model import STRIDE
-from kubedetect.modelcard import OUTPUTS, ModelCard, TensorSpec
+from kubedetect.modelcard import OUTPUTS, ModelCard, TensorSpec, preprocessing_for
 
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
@@ -54,7 +54,12 @@ def history_csv(rows: list[dict]) -> str:
 
 
 def write_export(
-    folder: str, model, classes: ClassMap, history: list[dict], provenance: dict
+    folder: str,
+    model,
+    classes: ClassMap,
+    history: list[dict],
+    provenance: dict,
+    resize: str = "letterbox",
 ) -> ModelCard:
     """Write the model, its card, labels and history into `folder` (local path or URI)."""
     fs.makedirs(folder)
@@ -77,6 +82,7 @@ def write_export(
         stride=STRIDE,
         input=TensorSpec("image", "float32"),
         outputs={name: TensorSpec(name, "float32") for name in OUTPUTS},
+        preprocessing=preprocessing_for(resize),
         provenance=provenance,
     )
     fs.write_text(fs.join(folder, HISTORY_FILE), history_csv(history))
@@ -93,15 +99,16 @@ def export(
     history: list[dict],
     provenance: dict,
     log=print,
+    resize: str = "letterbox",
 ) -> ModelCard:
     """The chief writes model_dir; another worker writes a temporary folder and removes it."""
     if is_chief:
-        card = write_export(model_dir, model, classes, history, provenance)
+        card = write_export(model_dir, model, classes, history, provenance, resize)
         log(f"exported to {model_dir} (model.keras sha256 {card.sha256[:12]}...)")
         return card
     scratch = tempfile.mkdtemp(prefix="kubedetect-worker-export-")
     try:
-        card = write_export(scratch, model, classes, history, provenance)
+        card = write_export(scratch, model, classes, history, provenance, resize)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     log(f"not the chief: export written to {scratch} and removed")

@@ -3,8 +3,11 @@
 A model sees exactly what it was trained on only if every path decodes and resizes images the
 same way, so this is the single place that does it: decode by content (never by file extension),
 apply the EXIF orientation the camera recorded, convert any mode to RGB, refuse decompression
-bombs before decoding them, and stretch to the model's square input with Pillow's antialiased
-bilinear filter.
+bombs before decoding them, and fit the image into the model's square input with Pillow's
+antialiased bilinear filter: letterboxed (scaled to fit, aspect ratio kept, padded with grey), so
+that a card photographed upright and one photographed sideways look like the same card. Where
+the image sat in the square (`Frame`) is what maps boxes between the two: the shards' boxes into
+the input, and the model's boxes back to the original pixels (`kubedetect.decode`).
 
 Memory is part of the contract: an image is reduced as early as its format allows (a JPEG while
 it is decoded, any other right after, converted to RGB in bands), so that a 40-megapixel upload
@@ -42,6 +45,11 @@ Image.MAX_IMAGE_PIXELS = None
 FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP")
 
 RESAMPLE = Image.Resampling.BILINEAR
+# How an image becomes the square input: 'letterbox' (kubedetect's, since dataset.json and
+# model.json record it) or 'stretch' (shards and models of earlier versions, which record
+# nothing: still served and evaluated as they were trained).
+RESIZE_MODES = ("letterbox", "stretch")
+PAD_VALUE = 114  # the grey around a letterboxed image (and beyond a zoomed-out augmentation)
 _EXIF_ORIENTATION = 0x0112
 # What shows an image stored with each EXIF orientation upright (as ImageOps.exif_transpose);
 # 5 to 8 swap width and height.
@@ -179,29 +187,89 @@ def decode_cost(image: Image.Image, factor: int = 1) -> int:
     return cost + reduced * 4 * 2
 
 
-def resize(image: Image.Image, size: int) -> Image.Image:
-    """Stretch an RGB image to size x size with the one resampling filter every path uses.
+@dataclass(frozen=True)
+class Frame:
+    """Where an image of `width` x `height` pixels (oriented) sits in the model's square input of
+    `size` pixels: scaled to `content_width` x `content_height` with its top-left corner at
+    (`left`, `top`). Letterboxed, the scale keeps the aspect ratio and the rest is grey padding;
+    stretched (models of earlier versions), the content is the whole square.
 
-    Stretching (rather than letterboxing) keeps the arithmetic of boxes trivial: a box's
-    coordinates normalised by the original width and height are its coordinates in the model's
-    input too, for training and serving alike.
-    """
-    if image.size != (size, size):
-        image = image.resize((size, size), RESAMPLE)
-    return image
+    The one definition of the transform between an image's pixels and the model's normalised
+    coordinates, used by preprocessing (boxes into the stored image), evaluation and serving
+    (boxes back into the original image). Plain arithmetic: the coordinates may be floats or
+    numpy arrays."""
+
+    width: int
+    height: int
+    size: int
+    content_width: int
+    content_height: int
+    left: int
+    top: int
+
+    @classmethod
+    def of(cls, width: int, height: int, size: int, resize: str = "letterbox") -> Frame:
+        if resize == "stretch":
+            return cls(width, height, size, size, size, 0, 0)
+        if resize != "letterbox":
+            raise ValueError(f"unknown resize {resize!r} (one of {', '.join(RESIZE_MODES)})")
+        scale = size / max(width, height)
+        content_width = min(size, max(1, round(width * scale)))
+        content_height = min(size, max(1, round(height * scale)))
+        return cls(
+            width,
+            height,
+            size,
+            content_width,
+            content_height,
+            (size - content_width) // 2,
+            (size - content_height) // 2,
+        )
+
+    def to_input(self, x, y):
+        """Original pixel coordinates to coordinates in the model's input, normalised to [0, 1]."""
+        return (
+            (x * (self.content_width / self.width) + self.left) / self.size,
+            (y * (self.content_height / self.height) + self.top) / self.size,
+        )
+
+    def to_original(self, u, v):
+        """Normalised coordinates in the model's input to the original image's pixels."""
+        return (
+            (u * self.size - self.left) * (self.width / self.content_width),
+            (v * self.size - self.top) * (self.height / self.content_height),
+        )
 
 
-def resize_rgb(image: Image.Image, size: int) -> np.ndarray:
-    """`resize`, as a uint8 HxWx3 array."""
+def fit(image: Image.Image, frame: Frame) -> Image.Image:
+    """An RGB image (possibly a reduction of the one `frame` describes) as the model's square
+    input: resized to the frame's content with the one resampling filter every path uses, and
+    padded with grey around it."""
+    content = (frame.content_width, frame.content_height)
+    if image.size != content:
+        image = image.resize(content, RESAMPLE)
+    if content == (frame.size, frame.size):
+        return image
+    square = Image.new("RGB", (frame.size, frame.size), (PAD_VALUE,) * 3)
+    square.paste(image, (frame.left, frame.top))
+    return square
+
+
+def fit_rgb(image: Image.Image, frame: Frame) -> np.ndarray:
+    """`fit`, as a uint8 HxWx3 array."""
     import numpy as np  # noqa: PLC0415 - see the module docstring
 
-    return np.asarray(resize(image, size), dtype=np.uint8)
+    return np.asarray(fit(image, frame), dtype=np.uint8)
 
 
-def load_for_model(data: bytes, *, size: int, max_pixels: int, source: str = "image"):
-    """Bytes to the model's input array plus the original (oriented) width and height."""
+def load_for_model(
+    data: bytes, *, size: int, max_pixels: int, resize: str = "letterbox", source: str = "image"
+) -> tuple[np.ndarray, Frame]:
+    """Bytes to the model's input array, and the frame that maps its boxes back to the original
+    (oriented) image."""
     decoded = decode_image(data, max_pixels=max_pixels, draft_size=size, source=source)
-    return resize_rgb(decoded.image, size), decoded.width, decoded.height
+    frame = Frame.of(decoded.width, decoded.height, size, resize)
+    return fit_rgb(decoded.image, frame), frame
 
 
 def encode_jpeg(pixels: np.ndarray | Image.Image, quality: int) -> bytes:

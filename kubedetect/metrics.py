@@ -1,7 +1,8 @@
 """Detection metrics: COCO-style, through pycocotools (the standard; AP is not re-implemented).
 
 The ground truth and the detections are handed to pycocotools in memory, with boxes in each
-image's original pixel frame (so COCO's small/medium/large areas mean what they usually mean).
+image's original pixel frame (so COCO's small/medium/large areas mean what they usually mean),
+both mapped there from the model's input by the shared decode's `to_original`.
 Pascal VOC "difficult" objects become COCO crowd regions: a detection on one is neither right
 nor wrong, and missing one costs nothing, as in VOC evaluation.
 
@@ -20,25 +21,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kubedetect.decode import Detections
+from kubedetect.decode import Detections, to_original
 from kubedetect.errors import KubedetectError
+from kubedetect.images import Frame
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # COCO's
 
 
 @dataclass(frozen=True)
 class GroundTruth:
-    """The true objects of one image: boxes normalised (xmin, ymin, xmax, ymax)."""
+    """The true objects of one image: boxes (xmin, ymin, xmax, ymax) normalised in the model's
+    input, as the shards store them and the model predicts them."""
 
     boxes: np.ndarray  # float32 [N, 4]
     class_ids: np.ndarray  # int [N]
     difficult: np.ndarray  # bool [N]
-    width: int  # the original image's size: the pixel frame of the evaluation
-    height: int
+    frame: Frame  # where the original image sat in the input: the pixel frame of the evaluation
 
 
-def _pixel_xywh(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * [width, height, width, height]
+def _pixel_xywh(boxes: np.ndarray, frame: Frame) -> np.ndarray:
+    b = to_original(boxes, frame).astype(np.float64)
     return np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=-1)
 
 
@@ -47,9 +49,9 @@ def _coco(truths: Sequence[GroundTruth], detections: Sequence[Detections], class
 
     images, annotations, results = [], [], []
     for image_id, (truth, found) in enumerate(zip(truths, detections, strict=True), start=1):
-        images.append({"id": image_id, "width": truth.width, "height": truth.height})
+        images.append({"id": image_id, "width": truth.frame.width, "height": truth.frame.height})
         for box, cls, hard in zip(
-            _pixel_xywh(truth.boxes, truth.width, truth.height),
+            _pixel_xywh(truth.boxes, truth.frame),
             truth.class_ids,
             truth.difficult,
             strict=True,
@@ -65,7 +67,7 @@ def _coco(truths: Sequence[GroundTruth], detections: Sequence[Detections], class
                 }
             )
         for box, score, cls in zip(
-            _pixel_xywh(found.boxes, truth.width, truth.height),
+            _pixel_xywh(found.boxes, truth.frame),
             found.scores,
             found.class_ids,
             strict=True,

@@ -24,7 +24,10 @@ OUTPUTS = ("heatmap", "size", "offset")
 # How images become model input. Written into every card and checked by every consumer, so a
 # model trained one way is never fed another way.
 PREPROCESSING = {
-    "resize": "stretch",  # to input_size x input_size, aspect ratio not kept
+    # fitted into input_size x input_size keeping the aspect ratio, padded with pad_value
+    # (kubedetect.images.Frame); models of earlier versions say "stretch" (aspect ratio not kept)
+    "resize": "letterbox",
+    "pad_value": 114,
     "resample": "bilinear-antialiased",  # Pillow's BILINEAR (see kubedetect.images)
     "channels": "RGB",
     "pixel_range": [0, 255],  # raw pixel values; the model normalises inside
@@ -56,6 +59,11 @@ class ModelCard:
         default_factory=lambda: {"score_threshold": 0.3, "max_detections": 100}
     )
     provenance: dict[str, Any] = field(default_factory=dict)  # training config, metrics, sources
+
+    @property
+    def resize(self) -> str:
+        """How images are fitted into the input (kubedetect.images.RESIZE_MODES)."""
+        return self.preprocessing.get("resize", "stretch")
 
     def to_dict(self) -> dict[str, Any]:
         payload = {"format": FORMAT} | asdict(self)
@@ -103,6 +111,14 @@ class ModelCard:
                 "the file was changed or damaged"
             )
         return path
+
+
+def preprocessing_for(resize: str) -> dict[str, Any]:
+    """The card's preprocessing for a model trained on shards fitted by `resize` (the dataset's
+    manifest says which)."""
+    if resize == "letterbox":
+        return dict(PREPROCESSING)
+    return {k: v for k, v in PREPROCESSING.items() if k != "pad_value"} | {"resize": resize}
 
 
 def sha256_bytes(data: bytes) -> str:

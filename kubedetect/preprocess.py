@@ -262,6 +262,7 @@ def _write_manifest(out_dir: str, parts: list[dict]) -> dict:
     manifest = {
         "format": FORMAT,
         "image_size": settings["image_size"],
+        "resize": settings["resize"],
         "jpeg_quality": settings["jpeg_quality"],
         "num_shards": parts[0]["num_shards"],
         "classes": list(classes),
@@ -292,6 +293,12 @@ def load_manifest(shards_dir: str) -> dict:
     return manifest
 
 
+def resize_mode(manifest: dict) -> str:
+    """How the shards' images were fitted into the square (kubedetect.images.RESIZE_MODES):
+    'letterbox', or 'stretch' for shards of earlier versions, whose manifest does not say."""
+    return manifest.get("resize", "stretch")
+
+
 def shard_paths(shards_dir: str, split: str) -> list[str]:
     """The TFRecord files of one split, in manifest order."""
     manifest = load_manifest(shards_dir)
@@ -309,6 +316,7 @@ def report_of(manifest: dict) -> Report:
 def _settings(config: PreprocessConfig, classes: ClassMap) -> dict:
     return {
         "image_size": config.image_size,
+        "resize": "letterbox",  # kubedetect.images.Frame; earlier versions stretched
         "jpeg_quality": config.jpeg_quality,
         "classes": list(classes.names),
     }

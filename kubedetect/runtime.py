@@ -17,7 +17,7 @@ import numpy as np
 from kubedetect import fs
 from kubedetect.decode import Detections, decode_batch, dequantize
 from kubedetect.errors import KubedetectError
-from kubedetect.images import load_for_model
+from kubedetect.images import Frame, load_for_model
 from kubedetect.modelcard import ModelCard, TensorSpec
 
 _PIXEL_MINUS_128 = (1.0, -128, np.dtype(np.uint8), np.dtype(np.int8))
@@ -120,7 +120,10 @@ class TFLiteDetector(Detector):
 
     def detect(
         self, image: bytes, *, max_pixels: int = 80_000_000, **kwargs
-    ) -> tuple[Detections, int, int]:
-        """One encoded image to detections, with its original width and height."""
-        pixels, width, height = load_for_model(image, size=self.input_size, max_pixels=max_pixels)
-        return self.predict(pixels[None], **kwargs)[0], width, height
+    ) -> tuple[Detections, Frame]:
+        """One encoded image to detections, with the frame that maps them back to its pixels
+        (`Detections.in_original`)."""
+        pixels, frame = load_for_model(
+            image, size=self.input_size, max_pixels=max_pixels, resize=self.card.resize
+        )
+        return self.predict(pixels[None], **kwargs)[0], frame

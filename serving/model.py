@@ -26,7 +26,7 @@ from PIL import Image
 
 from kubedetect.decode import decode
 from kubedetect.errors import ImageError
-from kubedetect.images import decode_image, encode_jpeg, resize_rgb
+from kubedetect.images import Frame, decode_image, encode_jpeg, fit_rgb
 from kubedetect.runtime import TFLiteDetector
 from serving.errors import BadRequest, NotAnImage
 
@@ -38,7 +38,7 @@ _IN_MEMORY_FILE = re.compile(r"<_io\.BytesIO object at 0x[0-9a-f]+>")
 class Prepared:
     """One request image, ready for the interpreter."""
 
-    pixels: np.ndarray  # uint8 [S, S, 3], resized exactly as in training
+    pixels: np.ndarray  # uint8 [S, S, 3], letterboxed exactly as in training
     width: int  # the original (EXIF-oriented) size: boxes are returned in this frame
     height: int
     image: Image.Image | None = None  # what `pixels` were resized from, kept to draw boxes on
@@ -97,6 +97,7 @@ class DetectorModel:
         self.card = self.runtime.card
         self.classes = self.card.classes
         self.input_size = self.card.input_size
+        self.resize = self.card.resize  # how the model's training images were fitted
         self.defaults = self.parameters(self._score_threshold, self._max_detections)
 
     def warm_up(self, batch_sizes: range, runs: int = 1, *, rebuild: bool = False) -> None:
@@ -147,9 +148,14 @@ class DetectorModel:
         except ImageError as exc:
             # Pillow names its in-memory file ("<_io.BytesIO object at 0x...>"): no use to a client.
             raise NotAnImage(_IN_MEMORY_FILE.sub("data", str(exc))) from None
-        pixels = resize_rgb(decoded.image, self.input_size)
+        pixels = fit_rgb(decoded.image, self.frame(decoded.width, decoded.height))
         kept = decoded.image if keep_image else None
         return Prepared(pixels, decoded.width, decoded.height, kept)
+
+    def frame(self, width: int, height: int) -> Frame:
+        """Where an image of this (original) size sits in the model's input: the one transform
+        of kubedetect.images, as in training and evaluation."""
+        return Frame.of(width, height, self.input_size, self.resize)
 
     def predict(self, batch: np.ndarray) -> list[dict[str, np.ndarray]]:
         """A batch of input pixels [B, S, S, 3] to each image's float output maps."""
@@ -167,7 +173,7 @@ class DetectorModel:
             score_threshold=parameters.score_threshold,
             max_detections=parameters.max_detections,
         )
-        boxes = found.in_pixels(width, height)
+        boxes = found.in_original(self.frame(width, height))
         return [
             Detection(
                 label=self.classes[int(class_id)],

@@ -104,15 +104,19 @@ def test_int8_decode_matches_float_decode_within_quantization_error(
         ):
             same_class = approx.class_ids == cls
             iou = box_iou(box[None], approx.boxes[same_class])[0]
-            assert iou.size and iou.max() >= 0.5, "a float detection has no int8 counterpart"
+            assert iou.size, "a float detection has no int8 counterpart"
             match = np.flatnonzero(same_class)[int(np.argmax(iou))]
-            assert abs(approx.scores[match] - score) <= step / 2 + 1e-6
             ix, iy = (int((box[0] + box[2]) / 2 * cells), int((box[1] + box[3]) / 2 * cells))
             around = np.pad(outputs["heatmap"][i, ..., cls], 1)[iy : iy + 3, ix : ix + 3].copy()
             around[1, 1] = -1.0
             if around.max() > score - step:
+                # int8 may take the neighbour for the peak: the same object, one cell away
+                centre = (approx.boxes[match, :2] + approx.boxes[match, 2:]) / 2
+                assert np.abs(centre - (box[:2] + box[2:]) / 2).max() <= 1.5 / cells
                 ambiguous += 1
                 continue
+            assert iou.max() >= 0.5, "a float detection has no int8 counterpart"
+            assert abs(approx.scores[match] - score) <= step / 2 + 1e-6
             np.testing.assert_allclose(approx.boxes[match], box, atol=box_tolerance)
             exact += 1
     assert exact >= 10 and ambiguous <= exact  # the session model finds objects in these images

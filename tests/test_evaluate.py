@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from kubedetect.decode import Detections
+from kubedetect.images import Frame
 from kubedetect.metrics import GroundTruth, confusion_matrix, evaluate
 
 CLASSES = ("circle", "square")
@@ -22,8 +23,7 @@ def truth(boxes, classes, difficult=None, size=(200, 100)):
         boxes=boxes,
         class_ids=np.asarray(classes, np.int64),
         difficult=np.zeros(len(boxes), bool) if difficult is None else np.asarray(difficult, bool),
-        width=size[0],
-        height=size[1],
+        frame=Frame.of(*size, 256, "stretch"),  # normalised boxes are the image's own
     )
 
 

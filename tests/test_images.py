@@ -26,7 +26,14 @@ from test_data_support import (
 from kubedetect.config import DataConfig, PreprocessConfig
 from kubedetect.data.check import check
 from kubedetect.errors import ImageError
-from kubedetect.images import decode_image, encode_jpeg, load_for_model, resize_rgb
+from kubedetect.images import (
+    PAD_VALUE,
+    Frame,
+    decode_image,
+    encode_jpeg,
+    fit_rgb,
+    load_for_model,
+)
 from kubedetect.preprocess import preprocess
 
 LIMIT = 80_000_000
@@ -136,20 +143,26 @@ def test_orientation_6_reaches_the_shards_with_boxes_on_the_right_pixels(tmp_pat
     assert manifest["report"]["problems"] == []  # <size> agrees with the oriented image
     record = read_shards(tmp_path / "out")["Annotations/phone.xml"]
     assert record["original_size"] == (60, 90)
+    # Letterboxed: 90x60 scaled to 64x43, 10 rows of grey above it (21 rows of padding in all).
     xmin, ymin, xmax, ymax = record["boxes"][0]
-    np.testing.assert_allclose([xmin, ymin, xmax, ymax], [0, 0, 1 / 3, 1 / 3], atol=1e-6)
+    np.testing.assert_allclose(
+        [xmin, ymin, xmax, ymax],
+        [0, 10 / 64, 30 * 64 / 90 / 64, (20 * 43 / 60 + 10) / 64],
+        atol=1e-6,
+    )
     stored = Image.fromarray(record["image"])
     assert is_red(colour_at(stored, (xmin + xmax) / 2, (ymin + ymax) / 2))
     assert not is_red(colour_at(stored, 0.75, 0.75))
 
 
-def test_load_for_model_gives_the_oriented_size_and_a_square_array():
-    pixels, width, height = load_for_model(
-        oriented_jpeg(marked(60, 40), 6), size=32, max_pixels=LIMIT
-    )
-    assert (width, height) == (60, 40)
+def test_load_for_model_gives_a_letterboxed_square_and_its_frame():
+    pixels, frame = load_for_model(oriented_jpeg(marked(60, 40), 6), size=32, max_pixels=LIMIT)
+    assert (frame.width, frame.height) == (60, 40)
+    # 60x40 fits as 32x21 (the aspect ratio kept), 5 rows of grey above and 6 below.
+    assert (frame.content_width, frame.content_height, frame.left, frame.top) == (32, 21, 0, 5)
     assert pixels.shape == (32, 32, 3) and pixels.dtype == np.uint8
-    assert is_red(pixels[2, 2]) and not is_red(pixels[29, 29])
+    assert (pixels[1, 16] == PAD_VALUE).all() and (pixels[30, 16] == PAD_VALUE).all()
+    assert is_red(pixels[7, 2]) and not is_red(pixels[22, 29])
 
 
 # -- modes ----------------------------------------------------------------------------------------
@@ -292,12 +305,19 @@ def test_undecodable_bytes_raise_image_error_naming_the_source(data, message):
 # -- resizing and encoding ------------------------------------------------------------------------
 
 
-def test_resize_stretches_to_the_square_so_normalised_boxes_stay_put():
+def test_fit_letterboxes_keeping_the_aspect_ratio():
     decoded = decode_image(png_bytes(Image.fromarray(marked(90, 30))), max_pixels=LIMIT)
-    pixels = resize_rgb(decoded.image, 60)
+    frame = Frame.of(decoded.width, decoded.height, 60)
+    pixels = fit_rgb(decoded.image, frame)
     assert pixels.shape == (60, 60, 3)
-    # The red block (left third, top third) is the left third and top third of the square.
-    assert is_red(pixels[8, 8]) and not is_red(pixels[8, 30]) and not is_red(pixels[30, 8])
+    # 90x30 becomes 60x20 in rows 20 to 39; grey above and below.
+    assert (frame.content_width, frame.content_height, frame.left, frame.top) == (60, 20, 0, 20)
+    assert (pixels[:20] == PAD_VALUE).all() and (pixels[40:] == PAD_VALUE).all()
+    # The red block (left third, top third of the image) is 20x6 pixels at (0, 20).
+    assert is_red(pixels[22, 8]) and not is_red(pixels[22, 30]) and not is_red(pixels[32, 8])
+    # Stretched (models of earlier versions): the whole square, the block a third of each side.
+    stretched = fit_rgb(decoded.image, Frame.of(90, 30, 60, "stretch"))
+    assert is_red(stretched[8, 8]) and not is_red(stretched[8, 30]) and not is_red(stretched[30, 8])
 
 
 def test_jpeg_encoding_is_deterministic():
@@ -399,7 +419,8 @@ def test_reduction_keeps_what_the_resize_needs_and_the_pixels_it_would_give():
         data = encoded(image, fmt, lossless=True)
         decoded = decode_image(data, max_pixels=LIMIT, draft_size=128)
         assert (decoded.width, decoded.height, decoded.image.size) == (900, 600, (225, 150))
-        reduced = resize_rgb(decoded.image, 128).astype(int)
-        full = resize_rgb(decode_image(data, max_pixels=LIMIT).image, 128).astype(int)
+        frame = Frame.of(900, 600, 128)
+        reduced = fit_rgb(decoded.image, frame).astype(int)
+        full = fit_rgb(decode_image(data, max_pixels=LIMIT).image, frame).astype(int)
         assert np.abs(reduced - full).max() <= 12
-        assert is_red(reduced[10, 10]) and not is_red(reduced[80, 80])
+        assert is_red(reduced[30, 10]) and not is_red(reduced[80, 80])

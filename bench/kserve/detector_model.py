@@ -54,10 +54,13 @@ class Detector(kserve.Model):
         predictions = []
         for instance in payload["instances"]:
             data = base64.b64decode(instance["image"]["b64"])
-            pixels, width, height = load_for_model(data, size=self.size, max_pixels=40_000_000)
+            pixels, frame = load_for_model(
+                data, size=self.size, max_pixels=40_000_000, resize=self.runtime.card.resize
+            )
+            width, height = frame.width, frame.height
             with self.lock:
                 (found,) = self.runtime.predict(pixels[None])
-            boxes = found.in_pixels(width, height)
+            boxes = found.in_original(frame)
             predictions.append(
                 {
                     "width": width,

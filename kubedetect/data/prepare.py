@@ -18,7 +18,7 @@ from kubedetect import fs
 from kubedetect.data.record import Record
 from kubedetect.data.report import Problem
 from kubedetect.errors import ImageError
-from kubedetect.images import decode_image, encode_jpeg, resize
+from kubedetect.images import Frame, decode_image, encode_jpeg, fit
 from kubedetect.records import to_example
 from kubedetect.tfrecord import frame
 
@@ -59,7 +59,9 @@ class Prepared:
     sha256: str = ""
     width: int = 0  # the real (oriented) size of the source image
     height: int = 0
-    boxes: tuple[tuple[float, float, float, float], ...] = ()  # xmin, ymin, xmax, ymax in [0, 1]
+    # xmin, ymin, xmax, ymax normalised to [0, 1] in the stored (letterboxed) image: where the
+    # model sees them (`Frame.to_input` of the boxes in the source image's pixels)
+    boxes: tuple[tuple[float, float, float, float], ...] = ()
     class_ids: tuple[int, ...] = ()
     difficult: tuple[bool, ...] = ()
     truncated: tuple[bool, ...] = ()
@@ -105,6 +107,7 @@ def prepare(record: Record, settings: PrepareSettings, classes: tuple[str, ...] 
             )
         )
 
+    placement = Frame.of(width, height, settings.image_size)  # letterboxed into the square
     kept = []
     for box in record.boxes:
         x0, y0, x1, y1 = box.xmin * sx, box.ymin * sy, box.xmax * sx, box.ymax * sy
@@ -128,7 +131,7 @@ def prepare(record: Record, settings: PrepareSettings, classes: tuple[str, ...] 
                     f"{where} exceeds the {width}x{height} image: clipped",
                 )
             )
-        kept.append((cx0 / width, cy0 / height, cx1 / width, cy1 / height, box))
+        kept.append((*placement.to_input(cx0, cy0), *placement.to_input(cx1, cy1), box))
 
     prepared = Prepared(
         record=record,
@@ -144,7 +147,7 @@ def prepare(record: Record, settings: PrepareSettings, classes: tuple[str, ...] 
     )
     if not settings.encode:
         return prepared
-    jpeg = encode_jpeg(resize(decoded.image, settings.image_size), settings.jpeg_quality)
+    jpeg = encode_jpeg(fit(decoded.image, placement), settings.jpeg_quality)
     example = to_example(prepared, jpeg, settings.image_size, classes)
     return replace(prepared, record_bytes=frame(example))
 
