@@ -16,6 +16,8 @@ import time
 BENCHMARKS = [
     "preprocess",
     "train",
+    "train_speed",
+    "train_photos",
     "train_memory",
     "quantize",
     "serve",

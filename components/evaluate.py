@@ -12,7 +12,8 @@ def evaluate(
     metrics: Output[Metrics],
     plots: Output[HTML],
 ):
-    """COCO metrics of the exported model on a split, shown in the KFP UI, with its plots."""
+    """COCO metrics of the exported model on a split ('auto': test where the data has one, else
+    val), shown in the KFP UI, with its plots."""
     import tempfile
 
     from components.html import plots_page
@@ -27,7 +28,7 @@ def evaluate(
         if entry["ap50"] is not None:  # None: no such object in the split
             metrics.log_metric(f"ap50_{name}", round(float(entry["ap50"]), 4))
     with open(plots.path, "w") as f:
-        f.write(plots_page(f"Evaluation on {split}", result, folder))
+        f.write(plots_page(f"Evaluation on {result['split']}", result, folder))
 
 
 def quantize(
@@ -38,14 +39,21 @@ def quantize(
     report: Output[Markdown],
     metrics: Output[Metrics],
 ) -> NamedTuple("Outputs", [("int8_map50", float), ("map50_drop", float)]):  # noqa: UP014
-    """Every TFLite variant, each measured (size, latency, mAP) against the float model."""
+    """Every TFLite variant, each measured (size, latency, mAP) against the float model, on the
+    final report's split (test where the data has one, else val): what the gate decides on."""
     from collections import namedtuple
 
     from kubedetect.config import QuantizeConfig
+    from kubedetect.evaluate import resolve_split
     from kubedetect.quantize import quantize_model, report_table
     from kubedetect.quantize import report as measure
 
-    config = QuantizeConfig(modes=tuple(modes.split(",")), shards=dataset.path, report=True)
+    config = QuantizeConfig(
+        modes=tuple(modes.split(",")),
+        shards=dataset.path,
+        report=True,
+        split=resolve_split(dataset.path, "auto"),
+    )
     quantize_model(model.path, variants.path, config)
     result = measure(model.path, variants.path, config)
     rows = {row["variant"]: row for row in result["variants"]}

@@ -9,12 +9,14 @@ def train(
     launcher: str,
     workers: int,
     epochs: int,
+    images_seen: int,
     batch_size: int,
     train_flags: str,
     run_name: str,
     cluster: str,
 ):
-    """Train the detector on the dataset and export it.
+    """Train the detector on the dataset and export it; `epochs` 0: as long as the
+    `images_seen` budget asks for (kubedetect.budget).
 
     launcher='tfjob': copy the shards to the workspace volume, submit a TFJob of `workers`
     replicas of `python -m kubedetect.train` (checkpoints on the volume, so restarted workers
@@ -33,7 +35,10 @@ def train(
     from kubedetect.modelcard import ModelCard
 
     config = ClusterConfig(**json.loads(cluster))
-    flags = ["--epochs", str(epochs), "--batch-size", str(batch_size), *shlex.split(train_flags)]
+    flags = [
+        *("--epochs", str(epochs), "--images-seen", str(images_seen)),
+        *("--batch-size", str(batch_size), *shlex.split(train_flags)),
+    ]
     if launcher == "local":
         if config.gpus_per_worker > 0 and "--require-gpus" not in flags:
             flags += ["--require-gpus", str(config.gpus_per_worker)]  # the step was given GPUs

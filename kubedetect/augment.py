@@ -100,9 +100,13 @@ def apply(images: tf.Tensor, windows: tf.Tensor, colours: tf.Tensor) -> tf.Tenso
         tf.stack([size, size]),
         extrapolation_value=PAD_VALUE,
     )
+    # Saturation, contrast and brightness in one pass: they are affine in the pixel, its grey
+    # level and the image's mean (which saturation does not change), so
+    #   ((grey + (p - grey) * s - mean) * c + mean + b) = c*s * p + c*(1 - s) * grey + C
+    # with C = (1 - c) * mean + b, instead of a pass over the batch for each.
     brightness, contrast, saturation = (colours[:, i, None, None, None] for i in range(3))
     grey = tf.reduce_mean(pixels, axis=-1, keepdims=True)
-    pixels = grey + (pixels - grey) * saturation
-    mean = tf.reduce_mean(pixels, axis=[1, 2, 3], keepdims=True)
-    pixels = (pixels - mean) * contrast + mean + brightness
+    mean = tf.reduce_mean(grey, axis=[1, 2, 3], keepdims=True)
+    shift = (1.0 - contrast) * mean + brightness
+    pixels = contrast * saturation * pixels + (contrast * (1.0 - saturation) * grey + shift)
     return tf.clip_by_value(pixels, 0.0, 255.0)

@@ -18,7 +18,8 @@ _EPS = 1e-4
 def focal(pred: tf.Tensor, heatmap: tf.Tensor, positives: tf.Tensor) -> tf.Tensor:
     p = tf.clip_by_value(tf.cast(pred, tf.float32), _EPS, 1.0 - _EPS)
     pos = -tf.math.log(p) * tf.square(1.0 - p) * positives
-    neg = -tf.math.log(1.0 - p) * tf.square(p) * tf.pow(1.0 - heatmap, 4.0) * (1.0 - positives)
+    far = tf.square(tf.square(1.0 - heatmap))  # (1 - heatmap)^4, without pow's exp and log
+    neg = -tf.math.log(1.0 - p) * tf.square(p) * far * (1.0 - positives)
     objects = tf.reduce_sum(positives, axis=[1, 2, 3])
     return tf.reduce_sum(pos + neg, axis=[1, 2, 3]) / tf.maximum(objects, 1.0)
 

@@ -108,6 +108,14 @@ def preprocess(
                 f"{data_dir}: no annotation has an image to use ({describe(dataset.problems)}); "
                 f"`kubedetect data check {data_dir}` writes the full report"
             )
+        if not any(r.split == "train" for r in dataset.records):
+            counts = {s: sum(r.split == s for r in dataset.records) for s in SPLITS}
+            raise UnusableInputError(
+                f"{data_dir}: no training images: ImageSets/Main puts all "
+                f"{len(dataset.records)} images in "
+                + " and ".join(f"{s} ({n})" for s, n in counts.items() if n)
+                + "; list some in ImageSets/Main/train.txt, or leave them out of every list"
+            )
         if config.shard_index is not None:
             fs.makedirs(out_dir)
             parts = _write_shards(pool, out_dir, [config.shard_index], dataset, config)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 
+from kubedetect.config import TrainConfig
 from kubedetect.console import Console, progress_wanted, shown
 from kubedetect.errors import KubedetectError
 from kubedetect.train import DEMO
@@ -36,8 +37,19 @@ def main(argv: list[str] | None = None) -> int:
         "--images", type=int, default=DEMO["images"], help="synthetic images to make"
     )
     parser.add_argument("--image-size", type=int, default=DEMO["image_size"])
-    parser.add_argument("--epochs", type=int, default=DEMO["epochs"])
-    parser.add_argument("--batch-size", type=int, default=DEMO["batch_size"])
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="training epochs (default: the synthetic demo's; with --data, as many as "
+        "kubedetect train's --images-seen budget asks for)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="global batch (default: the synthetic demo's; with --data, kubedetect train's)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="local training processes (MWMS)")
     parser.add_argument("--num-shards", type=int, default=4)
     parser.add_argument(
@@ -85,9 +97,7 @@ def _demo(args: argparse.Namespace) -> int:
         "num_shards": args.num_shards,
         "image_size": args.image_size,
         "workers": args.workers,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "train_flags": f"--eval-every {DEMO['eval_every']}",
+        **training_params(args),
         "min_map": args.min_map,
         "serving_dir": serving_dir,
     }
@@ -127,6 +137,24 @@ def _demo(args: argparse.Namespace) -> int:
         "--no-access-log",
     ]
     return subprocess.call(command)
+
+
+def training_params(args: argparse.Namespace) -> dict:
+    """The pipeline's training parameters: on synthetic shapes, the demo's settings
+    (kubedetect.train.DEMO); on a team's own photos, kubedetect train's defaults, whose length
+    follows the data (the --images-seen budget), as a first run on real data should."""
+    if args.data:
+        defaults = TrainConfig()
+        return {
+            "epochs": defaults.epochs if args.epochs is None else args.epochs,
+            "batch_size": args.batch_size or defaults.batch_size,
+            "train_flags": "",
+        }
+    return {
+        "epochs": DEMO["epochs"] if args.epochs is None else args.epochs,
+        "batch_size": args.batch_size or DEMO["batch_size"],
+        "train_flags": f"--evaluations {DEMO['evaluations']}",
+    }
 
 
 def _synthesize(console: Console, data_dir: str, images: int) -> None:

@@ -42,6 +42,7 @@ DEFAULTS = {  # the pipeline's parameters and their defaults, from the one confi
     "image_size": PreprocessConfig().image_size,
     "val_fraction": DataConfig().val_fraction,
     "epochs": TrainConfig().epochs,
+    "images_seen": TrainConfig().images_seen,
     "batch_size": TrainConfig().batch_size,
 }
 
@@ -85,6 +86,7 @@ def build_pipeline(
         val_fraction: float = DEFAULTS["val_fraction"],
         workers: int = 2,
         epochs: int = DEFAULTS["epochs"],
+        images_seen: int = DEFAULTS["images_seen"],
         batch_size: int = DEFAULTS["batch_size"],
         train_flags: str = "",
         quantize_modes: str = "float32,float16,dynamic,int8",
@@ -117,6 +119,7 @@ def build_pipeline(
             launcher=settings.launcher,
             workers=workers,
             epochs=epochs,
+            images_seen=images_seen,
             batch_size=batch_size,
             train_flags=train_flags,
             # The run's id: unique per run, the same for a retried step (its TFJob's name and
@@ -125,7 +128,9 @@ def build_pipeline(
             cluster=cluster_json,
         ).set_display_name("train")
         model = trained.outputs["model"]
-        evaluated = evaluate_op(model=model, dataset=dataset, split="val").set_display_name(
+        # The final report: on `test` where the data has one (never seen in training, nor used
+        # to pick the exported weights), else on `val` (kubedetect.evaluate.final_split).
+        evaluated = evaluate_op(model=model, dataset=dataset, split="auto").set_display_name(
             "evaluate"
         )
         quantized = quantize_op(

@@ -283,7 +283,8 @@ def test_every_defect_has_its_report_entry(corpus_report):
 
 
 def test_the_corpus_exercises_every_documented_problem_kind(corpus_report):
-    assert {p.kind for p in corpus_report.problems} == set(KINDS)
+    # (but empty_split: the corpus has a val split; tests/test_data_layout.py empties one)
+    assert {p.kind for p in corpus_report.problems} == set(KINDS) - {"empty_split"}
 
 
 def test_report_details_say_what_was_wrong_and_what_was_done(corpus_report):

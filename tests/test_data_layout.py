@@ -16,6 +16,7 @@ from test_data_support import add_image, jpeg_bytes, photo, read_shards, voc_xml
 from kubedetect.cli import build_parser
 from kubedetect.config import DataConfig, PreprocessConfig, from_args
 from kubedetect.data.scan import scan
+from kubedetect.errors import UnusableInputError
 from kubedetect.preprocess import preprocess
 
 JPEG = jpeg_bytes(photo(48, 32))
@@ -61,7 +62,7 @@ def test_flat_labelimg_export_in_subfolders(tmp_path):
         "batch1/x.xml": "batch1/x.jpg",
         "batch2/x.xml": "batch2/x.jpg",
     }
-    assert problems(tmp_path) == []
+    assert problems(tmp_path, val_fraction=0) == []  # (five images: none hashes to val)
 
 
 def test_split_trees_with_images_beside_annotations_or_annots(tmp_path):
@@ -200,7 +201,7 @@ def test_class_list_sets_the_ids_and_drops_unknown_classes(tmp_path):
     add_image(
         data, "b.jpg", "b.xml", (64, 48), [("dog", 1, 1, 20, 20), ("cat", 2, 2, 9, 9)], seed=1
     )
-    dataset = scan(str(data), DataConfig(classes=("zebra", "cat")))
+    dataset = scan(str(data), DataConfig(classes=("zebra", "cat"), val_fraction=0))
     assert dataset.classes.names == ("zebra", "cat")
     assert [(p.kind, p.file) for p in dataset.problems] == [("unknown_class", "b.xml")]
     out = tmp_path / "out"
@@ -227,3 +228,57 @@ def test_malformed_flags_are_refused_by_the_parser(bad, capsys):
         build_parser().parse_args(["data", "check", "in", flag, bad])
     assert exit_info.value.code == 2
     assert flag in capsys.readouterr().err
+
+
+# -- empty splits, handled before training --------------------------------------------------------
+
+
+def test_a_set_too_small_for_its_val_fraction_still_gets_a_val_image(tmp_path):
+    """Five images whose stems all hash above --val-fraction 0.1 would leave val empty (and
+    training nothing to pick its weights by): the lowest hash moves to val, and a problem of
+    kind empty_split says so."""
+    from kubedetect.data.splits import stem_fraction
+
+    stems = [f"img_{i:04d}" for i in range(40) if stem_fraction(f"img_{i:04d}") >= 0.1][:5]
+    for stem in stems:
+        pair(tmp_path, f"{stem}.jpg", f"{stem}.xml")
+    result = splits(tmp_path, val_fraction=0.1)
+    lowest = min(stems, key=stem_fraction)
+    assert result == {f"{s}.xml": "val" if s == lowest else "train" for s in stems}
+    assert problems(tmp_path, val_fraction=0.1) == [("empty_split", ".")]
+    # --val-fraction 0 asks for no val: nothing moves.
+    assert set(splits(tmp_path, val_fraction=0.0).values()) == {"train"}
+
+
+def test_an_empty_val_list_is_filled_from_train(tmp_path):
+    flat_tree(tmp_path, 20)
+    write(
+        tmp_path / "ImageSets" / "Main" / "train.txt", "".join(f"img_{i:04d}\n" for i in range(20))
+    )
+    write(tmp_path / "ImageSets" / "Main" / "val.txt", "")
+    result = splits(tmp_path, val_fraction=0.1)
+    assert Counter(result.values()) == {"train": 18, "val": 2}
+    (problem,) = scan(str(tmp_path), DataConfig(val_fraction=0.1)).problems
+    assert (problem.kind, problem.file) == ("empty_split", "ImageSets/Main")
+    assert "val.txt lists none of them" in problem.detail
+
+
+def test_a_test_list_of_some_images_leaves_the_rest_to_train_and_val(tmp_path):
+    """ImageSets/Main holding only test.txt: the other images are divided by the hash."""
+    flat_tree(tmp_path, 30)
+    lines = "".join(f"img_{i:04d}\n" for i in range(5))
+    write(tmp_path / "ImageSets" / "Main" / "test.txt", lines)
+    counts = Counter(splits(tmp_path, val_fraction=0.2).values())
+    assert counts["test"] == 5 and counts["train"] > 0 and counts["val"] > 0
+
+
+def test_no_training_image_stops_preprocessing_before_anything_is_written(tmp_path):
+    flat_tree(tmp_path / "data", 6)
+    write(
+        tmp_path / "data" / "ImageSets" / "Main" / "test.txt",
+        "".join(f"img_{i:04d}\n" for i in range(6)),
+    )
+    config = PreprocessConfig(image_size=32, num_shards=1, workers=1, progress=False)
+    with pytest.raises(UnusableInputError, match=r"no training images: .* all 6 images in test"):
+        preprocess(str(tmp_path / "data"), str(tmp_path / "out"), config, DataConfig())
+    assert not (tmp_path / "out").exists()

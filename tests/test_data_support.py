@@ -177,11 +177,32 @@ def expected_boxes(xml: bytes, real_size: tuple[int, int]) -> list[tuple[str, tu
     return result
 
 
+def letterboxed(box: tuple, width: int, height: int, size: int) -> tuple:
+    """A box normalised by its image's width and height, where preprocessing stores it: in the
+    square of `size` pixels into which the image is letterboxed (scaled by size over its longer
+    side, each side rounded to whole pixels, centred, the rest padding)."""
+    scale = size / max(width, height)
+    w, h = round(width * scale), round(height * scale)
+    left, top = (size - w) // 2, (size - h) // 2
+    x0, y0, x1, y1 = box
+    return (
+        (x0 * w + left) / size,
+        (y0 * h + top) / size,
+        (x1 * w + left) / size,
+        (y1 * h + top) / size,
+    )
+
+
 def assert_boxes_match(record: dict, expected: list, source: str) -> None:
-    """A shard record's objects equal the expected ones, in order (float32 storage allows 1e-6)."""
+    """A shard record's objects equal the expected ones (boxes normalised by the source image's
+    size, which the record stores letterboxed), in order (float32 storage allows 1e-6)."""
     names = [e[0] for e in expected]
     assert record["names"] == names, f"{source}: classes {record['names']} != {names}"
-    want = np.array([e[1] for e in expected], dtype=np.float64).reshape(-1, 4)
+    height, width = record["original_size"]
+    size = record["image"].shape[0]
+    want = np.array(
+        [letterboxed(e[1], width, height, size) for e in expected], dtype=np.float64
+    ).reshape(-1, 4)
     np.testing.assert_allclose(record["boxes"], want, rtol=0, atol=1e-6, err_msg=source)
     assert record["difficult"] == [e[2] for e in expected], source
 

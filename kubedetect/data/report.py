@@ -28,6 +28,10 @@ KINDS = {
     "unknown_class": "class not in the given class list: object dropped",
     "no_objects": "annotation without objects: image kept as a background example",
     "split_conflict": "stem listed in several ImageSets files: the first of test, val, train wins",
+    "empty_split": (
+        "no image fell in val (none listed, or too few images for --val-fraction): the train "
+        "images with the lowest stem hashes moved to val"
+    ),
     "unlabelled_image": "image that no annotation refers to: not used",
 }
 

@@ -8,7 +8,6 @@ worker processes.
 
 from __future__ import annotations
 
-import posixpath
 from dataclasses import dataclass
 
 from tqdm import tqdm
@@ -18,7 +17,7 @@ from kubedetect.config import DataConfig
 from kubedetect.data.layout import ImageIndex, discover
 from kubedetect.data.record import Box, Record
 from kubedetect.data.report import Problem, describe
-from kubedetect.data.splits import SplitPlan
+from kubedetect.data.splits import SplitPlan, carve_validation, stem_of
 from kubedetect.data.voc import Annotation, parse_voc
 from kubedetect.errors import AnnotationError, UnusableInputError
 from kubedetect.labels import ClassMap
@@ -85,7 +84,7 @@ def scan(root: str, config: DataConfig = DataConfig(), *, progress: bool = False
             problems.append(
                 Problem(annotation.file, "no_objects", "no usable objects: kept as background")
             )
-        stem = posixpath.splitext(posixpath.basename(annotation.file))[0]
+        stem = stem_of(annotation.file)
         records.append(
             Record(
                 key=annotation.file,
@@ -97,6 +96,8 @@ def scan(root: str, config: DataConfig = DataConfig(), *, progress: bool = False
             )
         )
 
+    records, carved = carve_validation(records, config.val_fraction, plan.lists_found)
+    problems.extend(carved)
     for rel in files.images:
         if rel not in used_by:
             problems.append(
