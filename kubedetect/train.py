@@ -23,6 +23,7 @@ these with TF_CONFIG) and for N pods of a TFJob. Read it top to bottom:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -110,7 +111,9 @@ def train(
     cluster = clusters.Cluster.from_env()
     threads = config.threads or available_cores()  # the pod's cores, not the node's
     if strategy is None:
-        clusters.configure_threads(threads)
+        # (A caller that already ran TensorFlow in this process keeps its thread pools.)
+        with contextlib.suppress(RuntimeError):
+            clusters.configure_threads(threads)
         strategy = clusters.make_strategy(cluster, config.cluster_timeout, log=log)
     replicas = strategy.num_replicas_in_sync
     local_replicas = local_replica_count(strategy)  # several GPUs in one pod
@@ -378,10 +381,11 @@ def train(
         # Measured before a restart, the best's metrics are measured again.
         metrics = best_metrics if best_metrics is not None else validation() or {}
         score, best_epoch = weights.best_score()
-        log(
-            f"{cluster.name}: exporting the weights of epoch {best_epoch}, the best in "
-            f"validation (val mAP@0.5 {score:.3f})"
-        )
+        if cluster.is_chief:
+            log(
+                f"{cluster.name}: exporting the weights of epoch {best_epoch}, the best in "
+                f"validation (val mAP@0.5 {score:.3f})"
+            )
     else:
         weights.use_average()
     digest = weights_digest(model.get_weights())

@@ -130,8 +130,8 @@ def trained_model(trained_shards, tmp_path_factory) -> Path:
         "8",
         "--learning-rate",
         "6e-3",
-        "--eval-every",
-        "0",
+        "--evaluations",
+        "1",
         "--no-progress",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)

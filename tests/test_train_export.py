@@ -50,7 +50,7 @@ def test_history_has_a_row_per_epoch_with_losses_speed_and_the_final_map(trained
                    "images_per_second", "train_seconds", "wall_seconds"):  # fmt: skip
         assert all(float(r[column]) >= 0 for r in rows), column
     assert float(rows[-1]["loss"]) < 0.6 * float(rows[0]["loss"])  # it learnt
-    # --eval-every 0: validation mAP after the last epoch only, on the chief.
+    # --evaluations 1: validation mAP after the last epoch only, on the chief.
     assert all(r["val_map50"] == "" for r in rows[:-1]) and float(rows[-1]["val_map50"]) > 0.3
 
 

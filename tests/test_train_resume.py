@@ -115,7 +115,7 @@ def start_training(shards, model_dir, checkpoints) -> subprocess.Popen:
         "batch_size": 8,
         "checkpoint_every": 5,
         "checkpoint_dir": str(checkpoints),
-        "eval_every": 0,
+        "evaluations": 1,
         "eval_images": 4,
         "progress": False,
     }

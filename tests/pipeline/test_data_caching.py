@@ -27,7 +27,7 @@ PARAMS = {  # the whole DAG, as small as it goes: the data path is what is under
     "workers": 1,
     "epochs": 1,
     "batch_size": 8,
-    "train_flags": "--steps-per-epoch 1 --eval-every 0",
+    "train_flags": "--steps-per-epoch 1 --evaluations 1",
     "quantize_modes": "float32",
     "min_map": 1.0,  # held back: nothing to deploy
 }
