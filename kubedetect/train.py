@@ -297,7 +297,7 @@ def train(
 
     best_metrics: dict | None = None  # the best weights' metrics, once this process measured
 
-    def validate() -> dict:
+    def validate(epochs_done: int) -> dict:
         """The averaged weights' validation metrics (on the chief; {} elsewhere), kept as the
         best weights when they score best: a decision every worker makes alike, from the
         chief's score."""
@@ -305,7 +305,7 @@ def train(
         with weights.averaged():
             metrics = validation() or {}
             score = _from_chief(strategy, metrics.get("map50", 0.0), cluster.is_chief)
-            if weights.offer(score, epoch + 1):
+            if weights.offer(score, epochs_done):
                 best_metrics = metrics
         return metrics
 
@@ -359,7 +359,7 @@ def train(
         last = epoch + 1 == plan.epochs
         average_statistics()
         if validation is not None and (last or (epoch + 1) % plan.eval_every == 0):
-            metrics, validated_at = validate(), step
+            metrics, validated_at = validate(epoch + 1), step
             if metrics:
                 row.update(val_map50=metrics["map50"], val_map50_95=metrics["map50_95"])
         history.append(row)
@@ -375,7 +375,7 @@ def train(
     # -- 5. the export ----------------------------------------------------------------------
     average_statistics()
     if validation is not None and validated_at != step:  # resumed after the last epoch
-        metrics = validate()
+        metrics = validate(plan.epochs)
     if weights.has_best():
         weights.restore_best()
         # Measured before a restart, the best's metrics are measured again.

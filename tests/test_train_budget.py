@@ -89,6 +89,7 @@ def test_training_follows_the_plan_and_exports_the_best_validation(synth_shards,
         *(sys.executable, "-m", "kubedetect.train", str(synth_shards), str(model_dir)),
         *("--batch-size", "8", "--images-seen", str(8 * 24), "--evaluations", "3"),
         *("--width", "4", "--no-progress", "--checkpoint-every", "0"),
+        *("--checkpoint-dir", str(tmp_path / "checkpoints")),  # kept: see the end
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -117,3 +118,13 @@ def test_training_follows_the_plan_and_exports_the_best_validation(synth_shards,
 
     again = evaluate(str(model_dir), str(synth_shards), config=EvalConfig(split="val"))
     assert again["map50"] == pytest.approx(float(best["val_map50"]), abs=1e-3)
+
+    # Run again over the kept checkpoints: the job resumes after its last step, trains no more,
+    # and exports the same best weights (measuring them again: their metrics were not saved).
+    first = card["provenance"]["weights_sha256"]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"at step {plan.total_steps}" in again.stdout
+    card = json.loads((model_dir / "model.json").read_text())
+    assert card["provenance"]["weights_sha256"] == first
+    assert card["provenance"]["exported_epoch"] == int(best["epoch"])
