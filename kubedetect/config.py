@@ -407,6 +407,9 @@ class TrainConfig:
         0.25, "Random crop side relative to the image, in [1 - j, 1 + j] (more than 1 zooms out)."
     )
     colour_jitter: float = option(0.2, "Strength of brightness, contrast and saturation jitter.")
+    mosaic: bool = option(
+        False, "Every training image a mosaic of four (each a zoomed-in window at half size)."
+    )
     shuffle_buffer: int = option(2048, "Examples in the shuffle buffer of each worker.")
     cache: str = option(
         "auto",

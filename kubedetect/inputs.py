@@ -26,7 +26,14 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from kubedetect.augment import IDENTITY_COLOUR, IDENTITY_WINDOW, apply, sample, transform_boxes
+from kubedetect.augment import (
+    IDENTITY_COLOUR,
+    IDENTITY_WINDOW,
+    apply,
+    mosaic,
+    sample,
+    transform_boxes,
+)
 from kubedetect.config import TrainConfig
 from kubedetect.model import output_size
 from kubedetect.records import parse_example
@@ -135,6 +142,11 @@ def training_dataset(
     )
 
     cells = output_size(image_size)
+    if config.augment and config.mosaic:
+        return _mosaic_batches(
+            examples, seed, parse if not cache else None, num_classes, image_size, batch_size,
+            config,
+        )  # fmt: skip
 
     def prepare(position, example):
         """Per example: augmentation parameters, moved boxes, targets (pixels move per batch)."""
@@ -162,6 +174,59 @@ def training_dataset(
         examples.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
         .batch(batch_size, drop_remainder=True)
         .map(move_pixels, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+        .with_options(pipeline_options(config.threads))
+    )
+
+
+def _mosaic_batches(examples, seed, parse, num_classes, image_size, batch_size, config):
+    """The stream's batches, each image a mosaic of four (kubedetect.augment.mosaic): windows
+    drawn per example (zoomed in, side 0.5 to 1, since each shows at half size), boxes padded
+    per batch and moved with the pixels, targets made per image after the mosaic."""
+    cells = output_size(image_size)
+
+    def prepare(position, example):
+        if parse is not None:
+            example = parse(example)
+        window, colour = sample(
+            tf.stack([tf.cast(seed, tf.int64), position]),
+            scale_jitter=0.25,
+            colour_jitter=config.colour_jitter,
+            scale=0.75,
+        )
+        image = tf.ensure_shape(example["image"], [image_size, image_size, 3])
+        return image, window, colour, example["boxes"], example["classes"], example["id"]
+
+    def compose(images, windows, colours, boxes, classes, ids):
+        pixels, boxes, classes, keep = mosaic(images, windows, colours, boxes, classes, image_size)
+
+        def targets_of(args):
+            boxes, classes, keep = args
+            return encode(
+                tf.boolean_mask(boxes, keep), tf.boolean_mask(classes, keep), num_classes, cells
+            )
+
+        spec = {
+            name: tf.TensorSpec([cells, cells, channels], tf.float32)
+            for name, channels in (("heatmap", num_classes), ("positives", num_classes),
+                                   ("size", 2), ("offset", 2))
+        }  # fmt: skip
+        spec |= {
+            name: tf.TensorSpec([cells, cells], tf.float32) for name in ("size_weight", "centre")
+        }
+        targets = tf.map_fn(targets_of, (boxes, classes, keep), fn_output_signature=spec)
+        return pixels, targets, ids
+
+    padded = ([None, None, 3], [4], [3], [None, 4], [None], [])
+    return (
+        examples.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        .padded_batch(
+            batch_size,
+            padded_shapes=padded,
+            padding_values=(tf.constant(0, tf.uint8), 0.0, 0.0, 0.0, -1, tf.constant(0, tf.int64)),
+            drop_remainder=True,
+        )
+        .map(compose, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
         .with_options(pipeline_options(config.threads))
     )
