@@ -155,3 +155,36 @@ def test_serving_letterboxes_the_upload_and_returns_the_box_in_its_pixels(tmp_pa
     maps["offset"][int(cy), int(cx)] = (cx - int(cx), cy - int(cy))
     (detection,) = model.postprocess(maps, prepared.width, prepared.height, model.defaults)
     np.testing.assert_allclose(detection.box, BOX, atol=0.05)
+
+
+def test_shards_and_models_of_earlier_versions_are_taken_as_stretched(shards, tmp_path):
+    """Their dataset.json and model.json do not say `letterbox` (the manifest says nothing, the
+    card `stretch`): evaluation maps their boxes as stretched, serving stretches uploads."""
+    import json
+    import shutil
+
+    from servers import untrained_models
+
+    from kubedetect.evaluate import load_split
+    from serving.model import DetectorModel
+
+    old = tmp_path / "old-shards"
+    shutil.copytree(shards, old)
+    manifest = json.loads((old / "dataset.json").read_text())
+    del manifest["resize"]
+    (old / "dataset.json").write_text(json.dumps(manifest))
+    frame = load_split(str(old), "train").truths[0].frame
+    assert (frame.content_width, frame.content_height, frame.left, frame.top) == (SIZE, SIZE, 0, 0)
+
+    models = untrained_models(str(tmp_path / "models"), input_size=128, modes=("float32",))
+    card_path = tmp_path / "models" / "float32" / "model.json"
+    card = json.loads(card_path.read_text())
+    card["preprocessing"]["resize"] = "stretch"
+    card_path.write_text(json.dumps(card))
+    model = DetectorModel("detector", f"{models}/float32")
+    model.load()
+    pixels = model.preprocess(photo_jpeg()).pixels
+    assert not (pixels[:15] == PAD_VALUE).all()  # no grey band: the photo fills the square
+    np.testing.assert_allclose(
+        red_extent(pixels), np.array(BOX) / [WIDTH, HEIGHT, WIDTH, HEIGHT] * 128, atol=1.0
+    )
