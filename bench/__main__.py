@@ -8,7 +8,15 @@ import sys
 import time
 from pathlib import Path
 
-ORDER = ["preprocess", "train", "quantize", "serve", "images"]  # others follow alphabetically
+ORDER = [
+    "preprocess",
+    "train",
+    "quantize",
+    "int8_kernels",
+    "serve",
+    "images",
+    "models",  # many hours at its default 300 epochs: last
+]  # others follow alphabetically
 
 
 def main(argv: list[str]) -> int:
