@@ -48,7 +48,7 @@ class Size:
 
 
 # tiny: ~200k parameters, 0.19 GFLOP per 256 px image; from scratch on a 2-core CPU it sees the
-# most images in ten minutes, and wins. large: ~3M parameters, ~2.6 GFLOP, for GPU pods (the size
+# most images in ten minutes, and wins. large: ~3M parameters, ~2.5 GFLOP, for GPU pods (the size
 # of the popular 3M-parameter detectors); channel counts stay multiples of 8 (XNNPACK's int8
 # kernels take 8 or 16 output channels at a time).
 SIZES = {"tiny": Size(width=8, depth=1), "large": Size(width=24, depth=2)}
