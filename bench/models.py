@@ -30,6 +30,7 @@ IMAGE_SIZE = 256
 
 def shards_of(dataset: str):
     source, shards = SHARED / "datasets" / dataset, WORK / "models" / dataset / "shards"
+    shards.parent.mkdir(parents=True, exist_ok=True)
     if not (shards / "dataset.json").exists():
         run(
             python("-m", "kubedetect.cli", "preprocess", str(source), str(shards),
@@ -77,7 +78,7 @@ def measure(dataset: str, size: str, args) -> dict:
         "int8_kb": rows["int8"]["size_bytes"] / 1024,
         "test_images": report["images"],
         "cpu": report["cpu"],
-        "load": f"{before} / {load()}",
+        "load": f"{before}; {load()}",
     }
 
 
@@ -116,7 +117,7 @@ Each size trained from scratch in one process for **{args.epochs} epochs** (batc
 per LiteRT invocation ({args.threads} threads, best of interleaved rounds) on
 {cpu_line(cpu)}. FLOPs: 2 per multiply-add of the convolutions, one {IMAGE_SIZE} px image.
 {"**Smoke run**: a budget this short shows the benchmark runs, not what the models reach." if smoke else ""}
-The machine is shared: load average (1 / 5 / 15 min) before / after each run is given.
+The machine is shared: the load average (1 / 5 / 15 min) before; after each run is given.
 
 {
         table(
