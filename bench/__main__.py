@@ -18,9 +18,11 @@ BENCHMARKS = [
     "train",
     "train_memory",
     "quantize",
+    "int8_kernels",
     "serve",
     "images",
     "demo",
+    "models",  # many hours at its default 300 epochs: last
 ]
 
 
