@@ -101,7 +101,8 @@ def train(
     cluster = clusters.Cluster.from_env()
     threads = config.threads or available_cores()  # the pod's cores, not the node's
     if strategy is None:
-        clusters.configure_threads(threads)
+        if not clusters.configure_threads(threads):
+            log("TensorFlow already runs in this process: its thread pools stay as they were")
         strategy = clusters.make_strategy(cluster, config.cluster_timeout, log=log)
     replicas = strategy.num_replicas_in_sync
     local_replicas = local_replica_count(strategy)  # several GPUs in one pod
