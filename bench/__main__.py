@@ -20,9 +20,11 @@ BENCHMARKS = [
     "train_photos",
     "train_memory",
     "quantize",
+    "int8_kernels",
     "serve",
     "images",
     "demo",
+    "models",  # many hours at its default 300 epochs: last
 ]
 
 

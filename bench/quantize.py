@@ -29,21 +29,24 @@ ROUNDS = 5
 
 
 def interleaved_latency(variants, image, threads: int) -> dict:
-    """Per variant, the best of ROUNDS medians, the variants taking turns in every round: a
-    burst of load elsewhere on the machine slows one round of each, not one variant."""
-    from kubedetect.quantize import MODES, single_image_latency
+    """Per variant, the best of ROUNDS medians, the variants taking turns in every round
+    (kubedetect.quantize.interleaved_latency), and the CPU other processes took meanwhile."""
+    from kubedetect.quantize import MODES
+    from kubedetect.quantize import interleaved_latency as measure
     from kubedetect.runtime import TFLiteDetector
 
     detectors = {m: TFLiteDetector(str(variants / m), num_threads=threads) for m in MODES}
-    medians: dict[str, list[float]] = {m: [] for m in MODES}
     with OthersCpu() as others:
-        for _ in range(ROUNDS):
-            for mode, detector in detectors.items():
-                medians[mode].append(single_image_latency(detector, image, RUNS)["median_ms"])
-    return {"best": {m: min(v) for m, v in medians.items()}, "medians": medians, "others": others}
+        latency = measure(detectors, image, RUNS, ROUNDS)
+    return {
+        "best": {m: r["median_ms"] for m, r in latency.items()},
+        "medians": {m: r["round_medians_ms"] for m, r in latency.items()},
+        "others": others,
+    }
 
 
 def main(argv: list[str]) -> int:
+    from kubedetect.cpuinfo import cpu_line
     from kubedetect.evaluate import load_split
     from kubedetect.quantize import MODES, report_table
 
@@ -94,7 +97,7 @@ Other processes on this shared machine took {during_report.cores:.2f} cores duri
 
 Latency again, in {ROUNDS} interleaved rounds (each round times every variant in turn, median of
 {RUNS} single-image invocations; the best round of each is shown, as interference only ever
-slows a run down). Others' CPU during the rounds: {others}.
+slows a run down), on {cpu_line(report["cpu"])}. Others' CPU during the rounds: {others}.
 
 {
         table(
@@ -114,7 +117,8 @@ slows a run down). Others' CPU during the rounds: {others}.
 
 - int8 / float32 latency (2 threads, interleaved rounds): **{latency_ratio:.2f}x**, target <= {
         LATENCY_TARGET
-    }x: {verdict(ok_latency)}
+    }x: {verdict(ok_latency)}, on {cpu_line(report["cpu"])} (on AVX2 alone XNNPACK runs other
+  kernels: section "int8 against float32 on XNNPACK's AVX2 kernels")
 - int8 mAP@0.5 drop: **{drop:+.2f} points** (mAP@0.5:0.95 {
         rows["int8"]["map50_95_drop_points"]:+.2f}),
   target <= {DROP_TARGET}: {verdict(ok_drop)}

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from kubernetes import client as k8s
 
 from components.apierrors import one_line as _one_line
-from kubedetect.config import ClusterConfig
+from kubedetect.config import ClusterConfig, gpu_model_size
 from kubedetect.errors import KubedetectError
 
 CONTAINER = "tensorflow"  # the only container the operator gives TF_CONFIG to
@@ -76,7 +76,7 @@ def build_tfjob(
         requests={"cpu": cluster.worker_cpu, "memory": cluster.worker_memory},
         limits={"memory": cluster.worker_memory},
     )
-    args = list(train_argv)
+    args = gpu_model_size(train_argv, cluster.gpus_per_worker)  # GPU pods: the large model
     node_selector, tolerations = None, None
     if cluster.gpus_per_worker > 0:
         resources.requests["nvidia.com/gpu"] = str(cluster.gpus_per_worker)

@@ -31,7 +31,7 @@ def train(
     import shlex
     import shutil
 
-    from kubedetect.config import ClusterConfig
+    from kubedetect.config import ClusterConfig, gpu_model_size
     from kubedetect.modelcard import ModelCard
 
     config = ClusterConfig(**json.loads(cluster))
@@ -42,6 +42,7 @@ def train(
     if launcher == "local":
         if config.gpus_per_worker > 0 and "--require-gpus" not in flags:
             flags += ["--require-gpus", str(config.gpus_per_worker)]  # the step was given GPUs
+        flags = gpu_model_size(flags, config.gpus_per_worker)  # and so trains the large model
         from kubedetect.errors import KubedetectError
         from kubedetect.launch import launch
 

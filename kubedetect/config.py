@@ -221,13 +221,39 @@ def _show(value: Any) -> str:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The detector's architecture (the input size comes from the shards' image size)."""
+    """The detector's architecture and initial weights (the input size comes from the shards)."""
 
-    backbone: str = option("tiny", "'tiny' (from scratch, ~200k parameters) or 'mobilenetv2'.")
-    width: int = option(8, "Base channel width of the tiny backbone and of the neck.")
-    weights: str | None = option(
-        None, "mobilenetv2 only: 'imagenet' downloads pretrained weights (needs internet)."
+    backbone: str = option(
+        "tiny",
+        "'tiny': kubedetect's own backbone of plain convolutions, sized by --model-size; or "
+        "'mobilenetv2' (alpha 0.35).",
     )
+    model_size: str | None = option(
+        None,
+        "'tiny' (about 200k parameters, 0.2 GFLOP a 256 px image: the right model on CPUs) or "
+        "'large' (wider and deeper backbone and neck, about 3M parameters: for GPU pods). "
+        "Default: tiny, but large for the workers of a TFJob with GPUs (--gpus-per-worker > 0).",
+    )
+    width: int | None = option(
+        None, "Base channel width of the backbone and the neck. Default: the --model-size's."
+    )
+    weights: str | None = option(
+        None,
+        "Initial weights. 'imagenet' (mobilenetv2 only) downloads them; a path, local or gs://, "
+        "names a file read by layer name: an earlier kubedetect model (its export folder or "
+        "model.keras) or a Keras .h5 weights file (e.g. MobileNetV2's ImageNet weights, copied "
+        "where the cluster can read them). Default: random.",
+    )
+
+
+GPU_MODEL_SIZE = "large"
+
+
+def gpu_model_size(argv: list[str], gpus_per_worker: int) -> list[str]:
+    """Training flags for workers given GPUs: the large model unless --model-size is set."""
+    if gpus_per_worker <= 0 or any(a.split("=", 1)[0] == "--model-size" for a in argv):
+        return list(argv)
+    return [*argv, "--model-size", GPU_MODEL_SIZE]
 
 
 @dataclass(frozen=True)
@@ -508,8 +534,16 @@ class QuantizeConfig:
     calibration_images: int = option(200, "Training images that calibrate the int8 ranges.")
     report: bool = option(False, "Evaluate every variant and write report.json and report.md.")
     threads: int = option(2, "Interpreter threads for the latency measurement of the report.")
-    latency_runs: int = option(200, "Timed single-image runs per variant (after a warm-up).")
+    latency_runs: int = option(200, "Timed single-image runs per variant and round.")
+    latency_rounds: int = option(
+        3, "Rounds of latency measurement, the variants taking turns; the best round counts."
+    )
     split: str = option("val", "Split on which the report measures mAP.")
+    max_map_drop: float = option(
+        2.0,
+        "Accuracy budget: the report names the fastest variant on this CPU whose mAP@0.5 is at "
+        "most this many points below float32's (the pipeline's quality gate serves it).",
+    )
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ DIR/metrics.json and, unless told not to, the plots.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -320,8 +319,7 @@ def _size_tensorflow(threads: int) -> None:
     the cores this pod may use; by itself TensorFlow takes every core of the node."""
     from kubedetect.cluster import configure_threads  # noqa: PLC0415
 
-    with contextlib.suppress(RuntimeError):  # TensorFlow already runs here: its pools are made
-        configure_threads(threads)
+    configure_threads(threads)  # False where TensorFlow already runs here: its pools are made
 
 
 def summary(metrics: dict) -> str:

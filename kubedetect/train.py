@@ -23,7 +23,6 @@ these with TF_CONFIG) and for N pods of a TFJob. Read it top to bottom:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import sys
@@ -111,9 +110,8 @@ def train(
     cluster = clusters.Cluster.from_env()
     threads = config.threads or available_cores()  # the pod's cores, not the node's
     if strategy is None:
-        # (A caller that already ran TensorFlow in this process keeps its thread pools.)
-        with contextlib.suppress(RuntimeError):
-            clusters.configure_threads(threads)
+        if not clusters.configure_threads(threads):
+            log("TensorFlow already runs in this process: its thread pools stay as they were")
         strategy = clusters.make_strategy(cluster, config.cluster_timeout, log=log)
     replicas = strategy.num_replicas_in_sync
     local_replicas = local_replica_count(strategy)  # several GPUs in one pod

@@ -111,7 +111,13 @@ def _gate(outputs: dict, root: str) -> str:
 
 
 def _deploy(outputs: dict, root: str) -> str:
-    return f"int8 model installed in {shown(_parameter(outputs, 'Output'))}"
+    installed = _parameter(outputs, "Output")
+    try:  # the gate chose the variant: its model card says which
+        with open(os.path.join(installed, "model.json")) as f:
+            variant = json.load(f).get("variant") or "the"
+    except (OSError, ValueError):
+        variant = "the"
+    return f"{variant} model installed in {shown(installed)}"
 
 
 FIGURES = {

@@ -31,6 +31,7 @@ from kubedetect.config import (
     DataConfig,
     PipelineConfig,
     PreprocessConfig,
+    QuantizeConfig,
     TrainConfig,
     to_dict,
 )
@@ -44,6 +45,7 @@ DEFAULTS = {  # the pipeline's parameters and their defaults, from the one confi
     "epochs": TrainConfig().epochs,
     "images_seen": TrainConfig().images_seen,
     "batch_size": TrainConfig().batch_size,
+    "max_map_drop": QuantizeConfig().max_map_drop,
 }
 
 
@@ -91,7 +93,8 @@ def build_pipeline(
         train_flags: str = "",
         quantize_modes: str = "float32,float16,dynamic,int8",
         min_map: float = 0.5,
-        max_map_drop: float = 2.0,
+        max_map_drop: float = DEFAULTS["max_map_drop"],
+        serve_variant: str = "",
         serving_dir: str = "",
     ):
         plan = plan_op(
@@ -137,15 +140,15 @@ def build_pipeline(
             model=model, dataset=dataset, modes=quantize_modes
         ).set_display_name("quantize")
         gate = gate_op(
-            int8_map50=quantized.outputs["int8_map50"],
-            map50_drop=quantized.outputs["map50_drop"],
+            variants=quantized.outputs["variants"],
             min_map=min_map,
             max_map_drop=max_map_drop,
+            serve_variant=serve_variant,
         ).set_display_name("quality gate")
         with dsl.If(gate.outputs["Output"] == True, name="model-is-good-enough"):  # noqa: E712 - a KFP condition
             deployed = deploy_op(
                 variants=quantized.outputs["variants"],
-                variant="int8",
+                variant=gate.outputs["variant"],  # the fastest within budget, where measured
                 target=settings.deploy_to,
                 serving_dir=serving_dir,
                 cluster=cluster_json,

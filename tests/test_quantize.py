@@ -116,3 +116,95 @@ def test_int8_input_is_each_pixel_quantized_by_the_cards_scale_and_zero_point(qu
     quantized = runtime.quantize_input(pixels)
     assert quantized.dtype == np.int8
     np.testing.assert_array_equal(quantized, expected.astype(np.int8))
+
+
+# ----------------------------------------------------------------------------------------------
+# Which variant wins on this CPU, and the gate's choice (on the fixture's real --report run).
+# ----------------------------------------------------------------------------------------------
+
+
+def test_the_report_names_the_cpu_and_says_per_variant_whether_it_beats_float32(quantized_models):
+    """Every latency comes with the CPU it was measured on (model name and the SIMD extensions
+    XNNPACK picks its kernels by, as /proc/cpuinfo lists them), and each variant is marked
+    faster or slower than float32 on it."""
+    from kubedetect.cpuinfo import SIMD_FLAGS, cpu_line
+
+    report = json.loads((quantized_models / "report.json").read_text())
+    with open("/proc/cpuinfo") as f:
+        first = f.read().split("\n\n")[0]
+    flags = next(line for line in first.splitlines() if line.startswith(("flags", "Features")))
+    present = set(flags.split(":", 1)[1].split())
+    assert report["cpu"]["flags"] == [f for f in SIMD_FLAGS if f in present]
+    if "model name" in first:
+        model = next(line for line in first.splitlines() if line.startswith("model name"))
+        assert report["cpu"]["model"] == model.split(":", 1)[1].strip()
+    assert f"on {cpu_line(report['cpu'])}," in (quantized_models / "report.md").read_text()
+    rows = {r["variant"]: r for r in report["variants"]}
+    assert rows["float32"]["faster_on_this_cpu"] is None and rows["keras"]["latency_ms"] is None
+    for mode in ("float16", "dynamic", "int8"):
+        assert rows[mode]["faster_on_this_cpu"] == (
+            rows[mode]["latency_ms"] < rows["float32"]["latency_ms"]
+        )
+        verdict = "faster than float32" if rows[mode]["faster_on_this_cpu"] else "**slower** than"
+        table = (quantized_models / "report.md").read_text().splitlines()
+        assert any(line.startswith(f"| {mode} |") and verdict in line for line in table)
+
+
+def test_the_gate_serves_the_fastest_variant_within_the_accuracy_budget(quantized_models):
+    from kubedetect.quantize import EQUALLY_FAST, gate
+
+    report = json.loads((quantized_models / "report.json").read_text())
+    timed = [r for r in report["variants"] if r["latency_ms"] is not None]
+    decision = gate(report, min_map=0.0, max_map_drop=100.0)
+    chosen = next(r for r in timed if r["variant"] == decision.variant)
+    fastest = min(r["latency_ms"] for r in timed)
+    assert decision.passed and chosen["latency_ms"] <= fastest * (1 + EQUALLY_FAST)
+    close = [r for r in timed if r["latency_ms"] <= fastest * (1 + EQUALLY_FAST)]
+    assert all(r["size_bytes"] >= chosen["size_bytes"] for r in close)
+    assert report["fastest_within_budget"]["variant"] == gate(report, 0.0, 2.0).variant
+    markdown = decision.markdown()
+    assert markdown.startswith("# Quality gate: deploy") and f"**{decision.variant}**" in markdown
+    assert report["cpu"]["model"] in markdown
+
+    # A budget the chosen variant misses: the next fastest within it, or nothing at all.
+    tighter = chosen["map50_drop_points"] - 1e-6
+    again = gate(report, min_map=0.0, max_map_drop=tighter)
+    within = [r for r in timed if r["map50_drop_points"] <= tighter]
+    assert again.variant != decision.variant and (again.variant == "") == (not within)
+    if not within:
+        assert not again.passed and "FAIL: a variant within" in again.markdown()
+
+    # Good enough is still required of the fastest.
+    held = gate(report, min_map=chosen["map50"] + 0.01, max_map_drop=100.0)
+    assert not held.passed and held.variant == decision.variant
+    assert f"FAIL: {decision.variant} mAP@0.5" in held.markdown()
+
+
+def test_serve_variant_overrides_the_choice_and_the_gate_still_checks_it(quantized_models):
+    from kubedetect.errors import KubedetectError
+    from kubedetect.quantize import gate
+
+    report = json.loads((quantized_models / "report.json").read_text())
+    rows = {r["variant"]: r for r in report["variants"]}
+    for mode in MODES:
+        decision = gate(report, 0.0, 2.0, serve_variant=mode)
+        assert decision.variant == mode and "as serve_variant asks" in decision.markdown()
+        assert decision.passed == (rows[mode]["map50_drop_points"] <= 2.0)
+    with pytest.raises(KubedetectError, match="serve_variant 'int4': not among"):
+        gate(report, 0.0, 2.0, serve_variant="int4")
+
+
+def test_cpu_flags_are_read_on_arm_too():
+    """An Arm server's /proc/cpuinfo (Features, no model name): the dot-product extensions that
+    make int8 fast there are found."""
+    from kubedetect.cpuinfo import describe_cpu
+
+    arm = (
+        "processor\t: 0\nBogoMIPS\t: 243.75\n"
+        "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
+        "asimdrdm lrcpc dcpop asimddp ssbs i8mm bf16\nCPU implementer\t: 0x41\n\n"
+        "processor\t: 1\nFeatures\t: fp asimd\n"
+    )
+    cpu = describe_cpu(arm)
+    assert cpu["flags"] == ["asimd", "asimdhp", "asimddp", "i8mm", "bf16"]
+    assert cpu["model"]  # the architecture, where the CPU names no model

@@ -51,8 +51,9 @@ def detect():
 
 def _param(name: str):
     """A parameter from the query string or, in a form upload, from the form (the query wins;
-    a value given in both places must be valid in both)."""
-    query = request.args.get(name) or None
+    a value given in both places must be valid in both). An empty form field is a field left
+    blank (browsers send those); an empty query value (`?max_detections=`) is a bad value."""
+    query = request.args.get(name)
     form = request.form.get(name) or None if request.mimetype == "multipart/form-data" else None
     if query is not None and form is not None:
         current_service().model.parameters(**{name: form})  # raises BadRequest if invalid

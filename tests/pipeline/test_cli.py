@@ -126,6 +126,7 @@ def test_emit_tfjob_prints_the_crd_valid_job_the_library_builds(
         "--batch-size": "16",
         "--width": "16",
         "--require-gpus": str(gpus),  # no GPU visible: fail at once, not train on the CPU
+        "--model-size": "large",  # GPU pods: the large model by default
     }
     (shm,) = [m["name"] for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm"]
     assert {"name": shm, "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}} in pod["volumes"]

@@ -55,7 +55,10 @@ def test_dag_fans_out_shards_then_trains_evaluates_quantizes_and_gates_deploy(tm
     )
     gated = spec["components"][f"comp-{condition}"]["dag"]["tasks"]
     assert list(gated) == ["deploy"]
-    assert gated["deploy"]["inputs"]["parameters"]["variant"]["runtimeValue"]["constant"] == "int8"
+    # deploy serves the variant the gate chose (the fastest within budget where measured).
+    assert gated["deploy"]["inputs"]["parameters"]["variant"] == {
+        "componentInputParameter": "pipelinechannel--quality-gate-variant"
+    }
 
 
 def test_every_step_runs_the_trainer_image_without_installing_kfp(gpu_local):

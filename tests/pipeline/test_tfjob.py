@@ -45,7 +45,8 @@ def test_gpu_tfjob_validates_against_the_operator_crd(tfjob_schema, workers, gpu
     ]
     # The GPU build of the trainer, and a worker that sees fewer GPUs stops at once.
     assert container["image"] == f"{IMAGE}-gpu"
-    assert container["args"] == [*ARGS, "--require-gpus", str(gpus)]
+    # GPU pods train the large model unless the flags say otherwise.
+    assert container["args"] == [*ARGS, "--model-size", "large", "--require-gpus", str(gpus)]
     # NCCL's shared memory: a memory-backed /dev/shm, as k8s/tfjob/tfjob.yaml mounts it.
     (shm,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm"]
     (volume,) = [v for v in pod["volumes"] if v["name"] == shm["name"]]

@@ -289,6 +289,14 @@ def cases(jpeg: bytes):
             400,
             "max_detections",
         ),
+        (
+            "max detections empty",
+            "POST",
+            detect + "?max_detections=&format=jpeg",
+            {"data": jpeg},
+            400,
+            "max_detections",
+        ),
         ("format", "POST", detect + "?format=png", {"data": jpeg}, 400, "format"),
         (
             "V2 threshold",
