@@ -136,9 +136,7 @@ def test_candidates_are_trained_scored_tabled_plotted_and_the_best_fused(candida
     assert card["kind"] == "ensemble" and card["variant"] == "float"
     spec = json.loads((out / "chosen" / "ensemble.json").read_text())
     assert [m["name"].split()[0] for m in spec["members"]] == ranked
-    assert [m["weight"] for m in spec["members"]] == pytest.approx(
-        [max(s, 1e-3) for s in scores]
-    )
+    assert [m["weight"] for m in spec["members"]] == pytest.approx([max(s, 1e-3) for s in scores])
     table = (out / "candidates.md").read_text()
     assert f"| **fused (1 of 2)** | {ranked[0]} | bootstrap" in table
     assert f"| **fused (2 of 2)** | {ranked[1]} | bootstrap" in table
@@ -209,9 +207,7 @@ def test_the_served_ensemble_answers_what_the_library_fuses(ensemble_variants, t
     try:
         status = server.get("/v1/models/detector").json()
         assert status["members"] == 2 and status["variant"] == "int8"
-        answer = server.post(
-            "/v1/detect?score_threshold=0.001&max_detections=20", data=body
-        ).json()
+        answer = server.post("/v1/detect?score_threshold=0.001&max_detections=20", data=body).json()
         found = answer["detections"]
         assert [d["score"] for d in found] == pytest.approx(expected.scores.tolist(), abs=1e-4)
         boxes = [[d["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")] for d in found]
