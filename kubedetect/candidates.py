@@ -162,13 +162,17 @@ def plan(config: CandidatesConfig) -> list[Candidate]:
     return candidates
 
 
-def side_by_side(count: int, cores: int | None = None) -> int:
-    """How many of `count` trainings to run at once on this machine: one per CORES_PER_RUN
-    cores (on two cores, one after another: a training keeps both busy)."""
+def machine_parallelism() -> int:
+    """Trainings this machine runs well at once: one per CORES_PER_RUN cores available (on
+    two cores, one after another: a training keeps both busy)."""
     from kubedetect.resources import available_cores  # noqa: PLC0415
 
-    cores = available_cores() if cores is None else cores
-    return max(1, min(count, cores // CORES_PER_RUN))
+    return max(1, available_cores() // CORES_PER_RUN)
+
+
+def side_by_side(count: int) -> int:
+    """How many of `count` trainings to run at once on this machine."""
+    return max(1, min(count, machine_parallelism()))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -299,29 +303,39 @@ def choose(results: list[Result], config: CandidatesConfig, out_dir: str) -> lis
     return chosen
 
 
-def table(results: list[Result], chosen: list[Result]) -> str:
-    """The candidates as a Markdown table, best first, the chosen marked."""
+TABLE_HEADER = ("", "candidate", "settings", "val mAP@0.5:0.95", "val mAP@0.5", "training time")
+
+
+def table_rows(results: list[Result], chosen: list[Result]) -> tuple[list[list[str]], str]:
+    """The candidates' rows, best first, the chosen marked (cells as in TABLE_HEADER), and a
+    sentence saying what was chosen."""
     names = [r.candidate.name for r in chosen]
-    lines = [
-        "| | candidate | settings | val mAP@0.5:0.95 | val mAP@0.5 | training time |",
-        "|---|---|---|---:|---:|---:|",
-    ]
+    rows = []
     for r in rank(results):
         mark = ""
         if r.candidate.name in names:
             place = names.index(r.candidate.name) + 1
-            mark = "**chosen**" if len(chosen) == 1 else f"**fused ({place} of {len(chosen)})**"
-        lines.append(
-            f"| {mark} | {r.candidate.name} | {r.candidate.describe()} | {r.map50_95:.4f} | "
-            f"{r.map50:.4f} | {_duration(r.train_seconds)} |"
-        )
+            mark = "chosen" if len(chosen) == 1 else f"fused ({place} of {len(chosen)})"
+        rows.append(
+            [mark, r.candidate.name, r.candidate.describe(), f"{r.map50_95:.4f}",
+             f"{r.map50:.4f}", _duration(r.train_seconds)]
+        )  # fmt: skip
     how = (
-        f"the best by validation mAP@0.5:0.95: {names[0]}"
+        f"the best by validation mAP@0.5:0.95, {names[0]}"
         if len(chosen) == 1
         else f"the boxes of the best {len(chosen)} fused (weighted box fusion, each weighted by "
         f"its validation mAP@0.5:0.95): {', '.join(names)}"
     )
-    return "\n".join([*lines, "", f"Chosen: {how}."])
+    return rows, f"Chosen: {how}."
+
+
+def table(results: list[Result], chosen: list[Result]) -> str:
+    """The candidates as a Markdown table, best first, the chosen marked."""
+    rows, chosen_text = table_rows(results, chosen)
+    lines = ["| " + " | ".join(TABLE_HEADER) + " |", "|---|---|---|---:|---:|---:|"]
+    for mark, *cells in rows:
+        lines.append("| " + " | ".join([f"**{mark}**" if mark else "", *cells]) + " |")
+    return "\n".join([*lines, "", chosen_text])
 
 
 def _duration(seconds: float) -> str:
