@@ -344,7 +344,9 @@ class ServeConfig:
     KUBEDETECT_PORT), which is how the container and gunicorn.conf.py are configured.
     """
 
-    model_dir: str | None = option(None, "Model folder: a .tflite with its model.json.")
+    model_dir: str | None = option(
+        None, "Model folder: a .tflite with its model.json, or an ensemble of such folders."
+    )
     host: str = option("127.0.0.1", "Address to listen on ('0.0.0.0' inside a container).")
     port: int = option(8080, "Port to listen on.")
     workers: int = option(0, "Gunicorn worker processes. 0: the cores available.")
