@@ -24,6 +24,7 @@ BENCHMARKS = [
     "serve",
     "images",
     "demo",
+    "candidates",  # hours at its default 150 epochs a candidate
     "models",  # many hours at its default 300 epochs: last
 ]
 

@@ -4,14 +4,23 @@ from kfp.dsl import Input, Model
 
 
 def deploy(
-    variants: Input[Model], variant: str, target: str, serving_dir: str, cluster: str
+    variants: Input[Model],
+    variant: str,
+    approved: bool,
+    decision: str,
+    target: str,
+    serving_dir: str,
+    cluster: str,
 ) -> str:
-    """Install the model and point serving at it; returns where it now lives.
+    """Install the model and point serving at it, if the quality gate `approved` it; returns
+    where it now lives ("" when it was held). Either way the gate's `decision` (its checks,
+    the new model's score and the one in service's) is this step's first line.
 
     target='local': into the local registry `serving_dir` (its `current` link), where
     `kubedetect serve` picks it up. target='cluster': into the workspace volume's models/ folder,
     then a rolling update of the serving Deployment to it, waited for; a rollout that misses
-    the Deployment's progress deadline is undone to the previous model, and the step fails.
+    the Deployment's progress deadline is undone to the previous model, and the step fails. The
+    volume's `models/current` names the new model once it serves (the next run's champion).
     target='inferenceservice': the model's folder on the volume becomes the STORAGE_URI of
     KServe's InferenceService of that name (k8s/overlays/kserve), waited for likewise.
     """
@@ -22,6 +31,10 @@ def deploy(
     from kubedetect.config import ClusterConfig
     from kubedetect.modelcard import ModelCard
 
+    print(f"quality gate: {decision}")
+    if not approved:
+        print("held: the model in service stays")
+        return ""
     folder = os.path.join(variants.path, variant)
     if target == "local":
         installed = registry.install(folder, serving_dir)
@@ -37,16 +50,17 @@ def deploy(
     pod = StepPod.from_env()
     if pod is not None:  # the Deployment must mount the volume this step writes the model to
         pod.require_namespace(config.namespace)
-    installed = registry.install(folder, os.path.join(config.workspace_mount, "models"))
+    models = os.path.join(config.workspace_mount, "models")
+    installed = registry.install(folder, models, make_current=False)  # current once it serves
+    sha256 = ModelCard.load(folder).sha256
     if target == "inferenceservice":
         from components.inferenceservice import roll_inference_service, storage_uri
 
         uri = storage_uri(config.workspace_pvc, f"models/{os.path.basename(installed)}")
-        sha256 = ModelCard.load(folder).sha256
         roll_inference_service(config.serving_deployment, config.namespace, uri, sha256)
+        registry.set_current(models, installed)
         return uri
     in_pod = f"{config.serving_models_mount}/{os.path.basename(installed)}"
-    roll_deployment(
-        config.serving_deployment, config.namespace, in_pod, ModelCard.load(folder).sha256
-    )
+    roll_deployment(config.serving_deployment, config.namespace, in_pod, sha256)
+    registry.set_current(models, installed)
     return in_pod

@@ -183,6 +183,51 @@ def _quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _candidates(args: argparse.Namespace) -> int:
+    from kubedetect.candidates import run
+    from kubedetect.config import CandidatesConfig, ModelConfig, TrainConfig, to_argv
+
+    train_argv = [
+        *to_argv(from_args(TrainConfig, args, progress=False)),
+        *to_argv(from_args(ModelConfig, args)),
+    ]
+    summary = run(
+        args.shards_dir,
+        args.out_dir,
+        from_args(CandidatesConfig, args),
+        train_argv,
+        workers=args.workers,
+    )
+    print(f"the chosen model: {summary['model']}; table, plot and figures: {args.out_dir}")
+    return 0
+
+
+def _add_candidates_command(commands) -> None:
+    from kubedetect.config import CandidatesConfig, ModelConfig, TrainConfig
+
+    candidates = commands.add_parser(
+        "candidates",
+        help="train several candidates (seeds, learning rates, sizes, bootstrap samples), "
+        "score them on the validation split and keep the best (or fuse the best few)",
+        description="Every combination of the listed seeds, learning rates and model sizes "
+        "(for each bootstrap sample, if any) is trained here through the local launcher, one "
+        "after another or side by side as the cores allow, and scored on the validation "
+        "split by mAP@0.5:0.95. OUT_DIR gets each candidate's model, chosen/ (the best, or "
+        "an ensemble of the best --ensemble-size), candidates.md, candidates.png and "
+        "candidates.json.",
+    )
+    candidates.add_argument("shards_dir", metavar="SHARDS_DIR")
+    candidates.add_argument("out_dir", metavar="OUT_DIR")
+    candidates.add_argument(
+        "--workers", type=int, default=1, help="local worker processes per candidate (default: 1)"
+    )
+    add_arguments(candidates, CandidatesConfig)
+    # Each candidate checkpoints into its own model folder; the rest as `kubedetect train`.
+    add_arguments(candidates, TrainConfig, skip=("checkpoint_dir", "progress"))
+    add_arguments(candidates, ModelConfig)
+    candidates.set_defaults(handler=_candidates)
+
+
 def _add_model_commands(commands) -> None:
     from kubedetect.config import EvalConfig, QuantizeConfig
     from kubedetect.train import add_train_arguments
@@ -394,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     merge.set_defaults(handler=_merge_shards)
 
     _add_model_commands(commands)
+    _add_candidates_command(commands)
     _add_pipeline_commands(commands)
 
     serve = commands.add_parser(

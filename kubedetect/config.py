@@ -344,7 +344,9 @@ class ServeConfig:
     KUBEDETECT_PORT), which is how the container and gunicorn.conf.py are configured.
     """
 
-    model_dir: str | None = option(None, "Model folder: a .tflite with its model.json.")
+    model_dir: str | None = option(
+        None, "Model folder: a .tflite with its model.json, or an ensemble of such folders."
+    )
     host: str = option("127.0.0.1", "Address to listen on ('0.0.0.0' inside a container).")
     port: int = option(8080, "Port to listen on.")
     workers: int = option(0, "Gunicorn worker processes. 0: the cores available.")
@@ -547,6 +549,63 @@ class QuantizeConfig:
 
 
 @dataclass(frozen=True)
+class CandidatesConfig:
+    """Several candidate trainings, the best (or a fusion of the best few) going on to serving.
+
+    The candidates are every combination of the values listed (seeds x learning rates x model
+    sizes), repeated for each bootstrap sample when there are any; what is not listed is the
+    training's own setting. Each candidate is scored on the validation split, by mAP@0.5:0.95.
+    """
+
+    seeds: tuple[str, ...] | None = option(
+        None, "Seeds of the candidates (initial weights, shuffling, augmentation), e.g. 0,1,2."
+    )
+    learning_rates: tuple[str, ...] | None = option(
+        None, "Peak learning rates of the candidates, e.g. 2e-3,4e-3."
+    )
+    model_sizes: tuple[str, ...] | None = option(
+        None, "Model sizes of the candidates (tiny, large), e.g. tiny,large."
+    )
+    bootstrap: int = option(
+        0,
+        "Bootstrap samples of the training split (as many images as it has, drawn with "
+        "replacement, one sample per candidate set): the candidates are repeated for each. "
+        "0: every candidate trains on the whole split.",
+    )
+    ensemble_size: int = option(
+        1,
+        "How many of the best candidates the served model combines: 1 serves the best alone; "
+        "k > 1 fuses the boxes of the best k (weighted box fusion, each weighted by its "
+        "validation mAP@0.5:0.95), at k times the interpreter time.",
+    )
+    fusion_iou: float = option(
+        0.55, "IoU above which boxes of the same class from different models are fused."
+    )
+    fusion_skip: float = option(
+        0.02, "Boxes a member scores below this take no part in fusion (fewer boxes to fuse)."
+    )
+    parallel: int = option(
+        0,
+        "Candidates trained side by side on this machine, sharing its cores and memory. "
+        "0: one per two cores available.",
+    )
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """When a new model may replace the one in service: good enough on its own (min_map), and
+    not worse than the model in service on the same test split by more than a margin."""
+
+    min_map: float = option(0.5, "Lowest mAP@0.5 the variant to serve must reach.")
+    champion_margin: float = option(
+        1.0,
+        "Points of mAP@0.5:0.95 on the test split (val where the data has no test split) by "
+        "which the new model may fall short of the model in service and still replace it "
+        "(negative: it must beat it by that much).",
+    )
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """Settings fixed when the pipeline is compiled; the rest are the pipeline's parameters."""
 
@@ -561,6 +620,12 @@ class PipelineConfig:
         "InferenceService of that name (k8s/overlays/kserve); 'local' installs into a folder.",
     )
     parallelism: int = option(4, "Shards preprocessed at the same time (ParallelFor).")
+    candidate_parallelism: int = option(
+        2,
+        "Candidates trained at the same time (ParallelFor): TFJobs on a cluster, each holding "
+        "its workers' GPUs. 0: as this machine's cores allow, each given its share of them "
+        "(runs on this machine: `pipeline run-local`).",
+    )
     cache: bool = option(
         True,
         "Let Kubeflow Pipelines reuse a step's earlier result when its inputs are the same. The "

@@ -52,7 +52,8 @@ def forward_function(model):
 
 
 def load_detector(path: str, *, num_threads: int = 1, verify: bool = True):
-    """A KerasDetector or a TFLiteDetector for a model folder or a .tflite file in one."""
+    """A KerasDetector, a TFLiteDetector or an Ensemble of either for a model folder (or a
+    .tflite file in one)."""
     if os.path.isfile(path):
         folder, name = os.path.split(os.path.abspath(path))
         card = ModelCard.load(folder)
@@ -69,4 +70,8 @@ def load_detector(path: str, *, num_threads: int = 1, verify: bool = True):
         return KerasDetector(folder, verify=verify)
     if card.kind == "tflite":
         return TFLiteDetector(folder, num_threads=num_threads, verify=verify)
+    if card.kind == "ensemble":
+        from kubedetect.ensemble import Ensemble  # noqa: PLC0415
+
+        return Ensemble(folder, num_threads=num_threads, verify=verify)
     raise KubedetectError(f"{folder}: unknown model kind {card.kind!r} in model.json")

@@ -145,6 +145,10 @@ def quantize_model(model_dir: str, out_dir: str, config, *, log=print) -> dict[s
     if unknown:
         raise KubedetectError(f"--mode {','.join(unknown)}: unknown; choose from {','.join(MODES)}")
     card = ModelCard.load(model_dir)
+    if card.kind == "ensemble":  # every member quantized, then the ensemble of each variant
+        from kubedetect.ensemble import quantize_ensemble  # noqa: PLC0415
+
+        return quantize_ensemble(model_dir, out_dir, config, log=log)
     if card.kind != "keras":
         raise KubedetectError(
             f"{model_dir}: quantize takes a training export (kind keras), not {card.kind}"
@@ -239,6 +243,17 @@ class GateDecision:
         lines += [f"- {'pass' if ok else 'FAIL'}: {text}" for text, ok in self.checks]
         return "\n".join([*lines, "", self.why]) + "\n"
 
+    def summary(self) -> str:
+        """One line: the verdict, the variant and every check."""
+        verdict = "deploy" if self.passed else "hold"
+        return (
+            f"{verdict} {self.variant or '(no variant)'} ({'; '.join(t for t, _ in self.checks)})"
+        )
+
+    def with_check(self, text: str, ok: bool) -> GateDecision:
+        """The decision with one more check (the champion's): it passes only if this does too."""
+        return GateDecision(self.passed and ok, self.variant, (*self.checks, (text, ok)), self.why)
+
 
 def gate(
     report: dict, min_map: float, max_map_drop: float, serve_variant: str = ""
@@ -283,8 +298,9 @@ def report(model_dir: str, out_dir: str, config, *, log=print) -> dict:
     report.json + report.md."""
     from kubedetect.config import EvalConfig  # noqa: PLC0415
     from kubedetect.cpuinfo import cpu_line, describe_cpu  # noqa: PLC0415
+    from kubedetect.detectors import load_detector  # noqa: PLC0415
+    from kubedetect.ensemble import model_bytes  # noqa: PLC0415
     from kubedetect.evaluate import evaluate, load_split  # noqa: PLC0415
-    from kubedetect.runtime import TFLiteDetector  # noqa: PLC0415
 
     card = ModelCard.load(model_dir)
     shards = _shards_of(card, config)
@@ -295,7 +311,7 @@ def report(model_dir: str, out_dir: str, config, *, log=print) -> dict:
         {
             "variant": "keras",
             "file": card.file,
-            "size_bytes": fs_size(model_dir, card.file),
+            "size_bytes": model_bytes(model_dir),
             "latency_ms": None,
             "latency_p90_ms": None,
             "map50": keras_metrics["map50"],
@@ -308,12 +324,12 @@ def report(model_dir: str, out_dir: str, config, *, log=print) -> dict:
         if not fs.exists(fs.join(folder, "model.json")):
             raise KubedetectError(f"{folder}: no variant; run quantize with --mode {mode} first")
         metrics = evaluate(folder, shards, None, eval_config, data=data, progress=False)
-        detectors[mode] = TFLiteDetector(folder, num_threads=config.threads)
+        detectors[mode] = load_detector(folder, num_threads=config.threads)  # or an ensemble
         rows.append(
             {
                 "variant": mode,
-                "file": "model.tflite",
-                "size_bytes": fs_size(folder, "model.tflite"),
+                "file": detectors[mode].card.file,
+                "size_bytes": model_bytes(folder),
                 "map50": metrics["map50"],
                 "map50_95": metrics["map50_95"],
             }
@@ -412,7 +428,3 @@ def report_table(result: dict) -> str:
         f"{cpu_line(result['cpu'])}, {result['cpu']['cores']} cores. {verdict_line(result)}."
     )
     return "\n".join(lines)
-
-
-def fs_size(folder: str, name: str) -> int:
-    return len(fs.read_bytes(fs.join(folder, name)))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from kubedetect import fs
-from kubedetect.decode import Detections, decode_batch, dequantize
+from kubedetect.decode import Detections, decode, dequantize
 from kubedetect.errors import KubedetectError
 from kubedetect.images import Frame, load_for_model
 from kubedetect.modelcard import ModelCard, TensorSpec
@@ -46,8 +46,25 @@ class Detector:
             score_threshold = defaults["score_threshold"]
         if max_detections is None:
             max_detections = defaults["max_detections"]
-        return decode_batch(
-            self.raw_outputs(pixels),
+        outputs = self.raw_outputs(pixels)
+        return [
+            self.decode_image(
+                {name: maps[i] for name, maps in outputs.items()},
+                score_threshold=score_threshold,
+                max_detections=max_detections,
+            )
+            for i in range(len(pixels))
+        ]
+
+    def decode_image(
+        self, outputs: dict[str, np.ndarray], *, score_threshold: float, max_detections: int
+    ) -> Detections:
+        """One image's float output maps (raw_outputs' less the batch axis) to detections: the
+        shared decode (an ensemble decodes each member's and fuses them)."""
+        return decode(
+            outputs["heatmap"],
+            outputs["size"],
+            outputs["offset"],
             score_threshold=score_threshold,
             max_detections=max_detections,
         )

@@ -202,6 +202,7 @@ def summary(run, data_dir: str, serving_dir: str) -> str:
     where = [
         ("data", data_dir),
         ("shards", run.dataset),
+        ("candidates", run.candidates + "  (HTML: their table and plot)"),
         ("model", run.model),
         ("variants", run.variants),
         ("evaluation", run.evaluation + "  (HTML with plots)"),

@@ -17,17 +17,28 @@ EPOCH = re.compile(r"\bepoch (\d+)/(\d+)\b")
 EPOCHS = re.compile(r"\bfor (\d+) epochs of\b")  # "worker 0: training ... for 8 epochs of 49 steps"
 
 
+def _step(label: str) -> str:
+    return re.sub(r" \d+$", "", label)  # "preprocess shard 2" -> "preprocess shard"
+
+
 def describe(label: str, root: str) -> str:
     """The step's figure, or "" for a step that has none to tell."""
-    step = re.sub(r" \d+$", "", label)  # "preprocess shard 2" -> "preprocess shard"
-    figure = FIGURES.get(step)
+    figure = FIGURES.get(_step(label))
     return figure(_outputs(root), root) if figure else ""
+
+
+def task_output(root: str, name: str = "Output"):
+    """A task's output parameter, from its folder; None before it finished, or without one."""
+    try:
+        return _parameter(_outputs(root), name)
+    except OSError:
+        return None
 
 
 def training_progress(label: str, line: str) -> tuple[int, int] | None:
     """Epochs done of how many, from the chief's lines: none when training starts ("worker 0:
     training ... for 8 epochs of 49 steps"), then one more with each "worker 0: epoch 3/8"."""
-    if label != "train" or "worker 0" not in line:
+    if _step(label) != "train" or "worker 0" not in line:
         return None
     if found := EPOCH.search(line):
         return int(found.group(1)), int(found.group(2))
@@ -77,9 +88,31 @@ def _merge(outputs: dict, root: str) -> str:
     )
 
 
+def _plan_candidates(outputs: dict, root: str) -> str:
+    count = len(_parameter(outputs, "Output") or [])
+    with open(os.path.join(root, "plan")) as f:  # "The boxes of the best 2 will be fused."
+        fused = re.search(r"the best (\d+) will be fused", f.read())
+    return f"{count} candidate{'' if count == 1 else 's'}" + (
+        f", the best {fused.group(1)} to be fused" if fused else ""
+    )
+
+
 def _train(outputs: dict, root: str) -> str:
     meta = _metadata(outputs, "model")
-    return f"val mAP@0.5 {meta['map50']:.3f}" if "map50" in meta else "trained"
+    if "map50_95" not in meta:
+        return "trained"
+    return (
+        f"val mAP@0.5:0.95 {meta['map50_95']:.3f}, mAP@0.5 {meta['map50']:.3f} "
+        f"({meta.get('settings', '')})"
+    )
+
+
+def _select(outputs: dict, root: str) -> str:
+    names = _parameter(outputs, "Output") or ""
+    meta = _metadata(outputs, "chosen")
+    if meta.get("members", 1) > 1:
+        return f"{names} fused into one model"
+    return f"{names} chosen (val mAP@0.5:0.95 {meta['map50_95']:.3f})"
 
 
 def _evaluate(outputs: dict, root: str) -> str:
@@ -112,19 +145,26 @@ def _gate(outputs: dict, root: str) -> str:
 
 def _deploy(outputs: dict, root: str) -> str:
     installed = _parameter(outputs, "Output")
+    if not installed:
+        return "held: the model in service stays"
     try:  # the gate chose the variant: its model card says which
         with open(os.path.join(installed, "model.json")) as f:
-            variant = json.load(f).get("variant") or "the"
+            card = json.load(f)
+        variant = card.get("variant") or "the"
+        members = card.get("provenance", {}).get("members", 1)
     except (OSError, ValueError):
-        variant = "the"
-    return f"{variant} model installed in {shown(installed)}"
+        variant, members = "the", 1
+    what = f"ensemble of {members}" if members > 1 else "model"
+    return f"{variant} {what} installed in {shown(installed)}"
 
 
 FIGURES = {
     "plan shards": _plan,
     "preprocess shard": _shard,
     "merge shards": _merge,
+    "plan candidates": _plan_candidates,
     "train": _train,
+    "select candidates": _select,
     "evaluate": _evaluate,
     "quantize": _quantize,
     "quality gate": _gate,

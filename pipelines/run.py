@@ -18,7 +18,8 @@ from kubedetect.console import Console, shown
 from kubedetect.errors import KubedetectError
 from kubedetect.launch import WORKER_LOG_DIR
 
-LOCAL = PipelineConfig(launcher="local", deploy_to="local")
+# Everything on this machine: the candidates share its cores (candidate_parallelism 0).
+LOCAL = PipelineConfig(launcher="local", deploy_to="local", candidate_parallelism=0)
 
 
 def compile_pipeline(path: str, settings: PipelineConfig, cluster: ClusterConfig) -> str:
@@ -108,7 +109,8 @@ class LocalRun:
 
     root: str  # the run's folder under the pipeline root
     dataset: str
-    model: str
+    model: str  # the chosen candidate's, or the ensemble of the best few
+    candidates: str  # their table and plot (HTML)
     variants: str
     evaluation: str
     quantization_report: str
@@ -135,7 +137,7 @@ def run_local(
     """
     from kfp import local  # noqa: PLC0415
 
-    from pipelines.figures import describe, training_progress  # noqa: PLC0415
+    from pipelines.figures import describe, task_output, training_progress  # noqa: PLC0415
     from pipelines.pipeline import NAME, build_pipeline  # noqa: PLC0415
     from pipelines.tasklog import ANSI, TaskLogs  # noqa: PLC0415
 
@@ -200,17 +202,15 @@ def run_local(
     if not runs:
         raise KubedetectError(f"{pipeline_root}: the run left no folder")
     root = os.path.join(pipeline_root, runs[-1])
-    run = LocalRun(
+    return LocalRun(
         root=root,
         dataset=os.path.join(root, "merge-shards", "dataset"),
-        model=os.path.join(root, "train", "model"),
+        model=os.path.join(root, "select-candidates", "chosen"),
+        candidates=os.path.join(root, "select-candidates", "plot"),
         variants=os.path.join(root, "quantize", "variants"),
         evaluation=os.path.join(root, "evaluate", "plots"),
         quantization_report=os.path.join(root, "quantize", "variants", "report.json"),
         gate=os.path.join(root, "quality-gate", "decision"),
-        deployed=os.path.isdir(os.path.join(root, "deploy")),
+        deployed=bool(task_output(os.path.join(root, "deploy"))),  # "" when the gate held it
         log_dir=log_dir,
     )
-    if not run.deployed:  # kfp.local tells only its own log that it skipped the task
-        console.skipped("deploy", "the quality gate held the model back")
-    return run

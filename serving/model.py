@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from kubedetect.decode import decode
+from kubedetect.ensemble import open_tflite
 from kubedetect.errors import ImageError
 from kubedetect.images import Frame, decode_image, encode_jpeg, fit_rgb
-from kubedetect.runtime import TFLiteDetector
+from kubedetect.runtime import Detector
 from serving.errors import BadRequest, NotAnImage
 
 MAX_DETECTIONS_LIMIT = 1000  # a client may ask for fewer, never for more
@@ -86,14 +86,15 @@ class DetectorModel:
         self.max_image_pixels = max_image_pixels
         self._score_threshold = score_threshold
         self._max_detections = max_detections
-        self.runtime: TFLiteDetector | None = None
+        self.runtime: Detector | None = None  # a TFLiteDetector, or an Ensemble of them
         self.ready = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Read model.json and the model file, refusing a file whose sha256 does not match."""
-        self.runtime = TFLiteDetector(self.model_dir, num_threads=self.num_threads, verify=True)
+        """Read model.json and the model file (an ensemble's: every member's), refusing a file
+        whose sha256 does not match."""
+        self.runtime = open_tflite(self.model_dir, num_threads=self.num_threads)
         self.card = self.runtime.card
         self.classes = self.card.classes
         self.input_size = self.card.input_size
@@ -109,7 +110,7 @@ class DetectorModel:
         """
         self.ready = False
         if rebuild:
-            self.runtime = TFLiteDetector(self.model_dir, num_threads=self.num_threads)
+            self.runtime = open_tflite(self.model_dir, num_threads=self.num_threads)
         for batch in batch_sizes:
             zeros = np.zeros((batch, self.input_size, self.input_size, 3), np.uint8)
             for _ in range(max(1, runs)):
@@ -158,18 +159,18 @@ class DetectorModel:
         return Frame.of(width, height, self.input_size, self.resize)
 
     def predict(self, batch: np.ndarray) -> list[dict[str, np.ndarray]]:
-        """A batch of input pixels [B, S, S, 3] to each image's float output maps."""
+        """A batch of input pixels [B, S, S, 3] to each image's float output maps (an
+        ensemble's: every member's, run in turn)."""
         outputs = self.runtime.raw_outputs(batch)
         return [{name: maps[i] for name, maps in outputs.items()} for i in range(len(batch))]
 
     def postprocess(
         self, outputs: dict[str, np.ndarray], width: int, height: int, parameters: DecodeParameters
     ) -> list[Detection]:
-        """One image's output maps to named detections in its original pixel frame."""
-        found = decode(
-            outputs["heatmap"],
-            outputs["size"],
-            outputs["offset"],
+        """One image's output maps to named detections in its original pixel frame: the shared
+        decode (for an ensemble, each member's, then weighted box fusion)."""
+        found = self.runtime.decode_image(
+            outputs,
             score_threshold=parameters.score_threshold,
             max_detections=parameters.max_detections,
         )
@@ -242,6 +243,7 @@ class DetectorModel:
             "classes": list(self.classes),
             "input_size": self.input_size,
             "sha256": self.card.sha256,
+            "members": len(getattr(self.runtime, "members", ())) or 1,  # >1: a fused ensemble
             "score_threshold": self.defaults.score_threshold,
             "max_detections": self.defaults.max_detections,
         }

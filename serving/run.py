@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from kubedetect.config import ServeConfig, to_env
+from kubedetect.ensemble import verify
 from kubedetect.errors import KubedetectError
 from kubedetect.modelcard import ModelCard
 
@@ -26,11 +27,11 @@ def serve(config: ServeConfig) -> int:
     if not config.model_dir:
         raise KubedetectError("serve: a model folder is needed (MODEL_DIR or KUBEDETECT_MODEL_DIR)")
     card = ModelCard.load(config.model_dir)
-    if card.kind != "tflite":
+    if card.kind not in ("tflite", "ensemble"):
         raise KubedetectError(
             f"{config.model_dir}: holds a {card.kind} model; serve a TFLite variant"
         )
-    card.verify(config.model_dir)
+    verify(config.model_dir, kinds=("tflite",))  # an ensemble's members too
     os.environ.update(to_env(config))
     print(
         f"serving {config.model_dir} ({card.variant}) as {config.model_name!r} on "

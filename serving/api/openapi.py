@@ -403,6 +403,7 @@ SCHEMAS = {
             "classes": {"type": "array", "items": {"type": "string"}},
             "input_size": {"type": "integer"},
             "sha256": {"type": "string"},
+            "members": {"type": "integer", "minimum": 1},
             "score_threshold": _NUMBER,
             "max_detections": {"type": "integer"},
         },

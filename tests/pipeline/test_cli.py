@@ -153,13 +153,15 @@ GPU_LOCAL_FLAGS = [
     "local",
     "--parallelism",
     "3",
+    "--candidate-parallelism",
+    "1",
     "--gpus-per-worker",
     "2",
     "--image",
     IMAGE,
 ]
 GPU_LOCAL_SETTINGS = (
-    PipelineConfig(launcher="local", parallelism=3),
+    PipelineConfig(launcher="local", parallelism=3, candidate_parallelism=1),
     ClusterConfig(image=IMAGE, gpus_per_worker=2),
 )
 
@@ -194,8 +196,10 @@ def test_compile_flags_reach_the_platform_spec(tmp_path):
     gpu_nodes = {"labels": {"nvidia.com/gpu.present": "true"}}
     assert on_kubernetes["exec-train"]["nodeSelector"] == gpu_nodes
     tasks = spec["root"]["dag"]["tasks"]
-    assert tasks["train"]["inputs"]["parameters"]["launcher"]["runtimeValue"]["constant"] == "local"
+    train = spec["components"]["comp-for-loop-2"]["dag"]["tasks"]["train"]  # per candidate
+    assert train["inputs"]["parameters"]["launcher"]["runtimeValue"]["constant"] == "local"
     assert tasks["for-loop-1"]["iteratorPolicy"] == {"parallelismLimit": 3}
+    assert tasks["for-loop-2"]["iteratorPolicy"] == {"parallelismLimit": 1}
 
 
 OUTPUT = "{output}"  # stands for the test's own output path
@@ -293,7 +297,7 @@ def test_submit_sends_the_compiled_pipeline_and_typed_parameters(tmp_path, capsy
     pipeline = run["pipeline_spec"]
     assert pipeline["pipeline_spec"]["pipelineInfo"]["name"] == "kubedetect"
     tasks = pipeline["pipeline_spec"]["root"]["dag"]["tasks"]
-    assert {"train", "evaluate", "quantize", "quality-gate"} <= set(tasks)
+    assert {"select-candidates", "evaluate", "quantize", "quality-gate"} <= set(tasks)
     # The very pipeline `compile` writes for the same settings (--image included).
     path = compile_pipeline(str(tmp_path / "p.yaml"), PipelineConfig(), ClusterConfig(image=IMAGE))
     spec, platform = yaml_documents(path)
@@ -324,15 +328,16 @@ def test_submit_sends_the_service_account_and_can_turn_caching_off(capsys):
 
 
 def test_submit_with_caching_keeps_the_compiled_per_step_settings(capsys):
-    """KFP's run-wide enable_caching=True would cache `plan shards` and `deploy` too: it is
-    never sent; the run carries the compiled settings."""
+    """KFP's run-wide enable_caching=True would cache `plan shards`, the quality gate and
+    `deploy` too: it is never sent; the run carries the compiled settings."""
     with KfpApiStub() as stub:
         assert submit(stub.url, "--param", DATA_URI, "--cache") == 0
     (run,) = bodies(stub, "POST", "/runs")
     assert "service_account" not in run or not run["service_account"]
     tasks = run["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"]
     assert tasks["plan-shards"].get("cachingOptions", {}).get("enableCache", False) is False
-    assert tasks["train"]["cachingOptions"]["enableCache"] is True
+    assert tasks["quality-gate"].get("cachingOptions", {}).get("enableCache", False) is False
+    assert tasks["select-candidates"]["cachingOptions"]["enableCache"] is True
 
 
 def test_submit_to_an_existing_experiment_adds_the_run_to_it(capsys):

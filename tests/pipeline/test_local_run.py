@@ -30,7 +30,9 @@ STEPS = [
     "preprocess shard 0",
     "preprocess shard 1",
     "merge shards",
-    "train",
+    "plan candidates",
+    "train 0",
+    "select candidates",
     "evaluate",
     "quantize",
     "quality gate",
@@ -115,7 +117,8 @@ def test_demo_runs_the_pipeline_and_serves_the_gated_model(voc, tmp_path):
         for name in STEPS:
             assert len(step_lines(console, name, "started")) == 1, (name, console)
             assert len(step_lines(console, name, r"done in (\d+ min )?[\d.]+ s")) == 1, console
-        assert re.search(r"train +done in .*: val mAP@0\.5 0\.\d{3}", console)
+        assert re.search(r"train 0 +done in .*: val mAP@0\.5:0\.95 0\.\d{3}", console)
+        assert re.search(r"select candidates +done in .*: c0 chosen", console)
         assert re.search(r"quality gate +done in .*: deploy ", console)
         logs = out / "logs"
         assert f"every step's full log: {logs}/" in console
@@ -127,15 +130,16 @@ def test_demo_runs_the_pipeline_and_serves_the_gated_model(voc, tmp_path):
         assert "Got executor_input" in (logs / "plan-shards.log").read_text()
         assert "Running pipeline" in (logs / "kfp-local.log").read_text()
         assert (logs / "preprocess-shard-1.log").is_file()
-        assert re.search(r"worker 0: epoch 24/24", (logs / "train.log").read_text())
+        assert re.search(r"worker 0: epoch 24/24", (logs / "train-0.log").read_text())
         for worker in (0, 1):  # every line of each training worker, in its own file
-            assert f"worker {worker}: final step" in (logs / f"worker-{worker}.log").read_text()
+            worker_log = logs / "c0" / f"worker-{worker}.log"  # the candidate's workers
+            assert f"worker {worker}: final step" in worker_log.read_text()
 
         # The artifacts of the run.
         run_root = next((out / "kfp-local").iterdir())
         manifest = json.loads((run_root / "merge-shards" / "dataset" / "dataset.json").read_text())
         assert manifest["num_shards"] == 2 and manifest["splits"]["train"]["images"] > 150
-        card = json.loads((run_root / "train" / "model" / "model.json").read_text())
+        card = json.loads((run_root / "select-candidates" / "chosen" / "model.json").read_text())
         assert card["kind"] == "keras" and card["classes"] == ["circle", "square", "triangle"]
         report = json.loads((run_root / "quantize" / "variants" / "report.json").read_text())
         int8 = next(row for row in report["variants"] if row["variant"] == "int8")
@@ -192,9 +196,9 @@ def test_a_failing_step_shows_its_error_and_the_path_of_its_log(voc, tmp_path):
     command += ["--batch-size", "4096", "--no-serve"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=500)
     assert result.returncode != 0, result.stdout
-    console, log = result.stdout, out / "logs" / "train.log"
+    console, log = result.stdout, out / "logs" / "train-0.log"
     assert len(step_lines(console, "merge shards", "done in")) == 1, console
-    assert len(step_lines(console, "train", "FAILED after")) == 1, console
+    assert len(step_lines(console, "train 0", "FAILED after")) == 1, console
     # The failing step's last lines: the launcher's account and the workers' own error.
     assert "fewer than one batch of 4096" in console, console
     assert re.search(r"\[launcher\] worker \d failed \(exit status \d+\)", console), console
@@ -203,7 +207,7 @@ def test_a_failing_step_shows_its_error_and_the_path_of_its_log(voc, tmp_path):
     assert "Traceback" in log.read_text()
     assert not step_lines(console, "evaluate", "started")
     assert result.stderr.strip().splitlines()[-1] == (
-        f"demo: error: the pipeline stopped: step 'train' failed (its log: {log})"
+        f"demo: error: the pipeline stopped: step 'train 0' failed (its log: {log})"
     )
 
 

@@ -27,7 +27,7 @@ from .k8s_api_stub import K8sApiStub
 
 NAMESPACE = "ml"
 RUN = "3f6c1e2a-5b7d-4c8e-9a0f-1d2e3c4b5a69"  # a KFP run id
-JOB = job_name(RUN)
+JOB = job_name(f"{RUN}-c0")  # the run's only candidate
 
 # The component function, called as KFP's executor calls it (artifacts by local path).
 STEP = """
