@@ -276,6 +276,7 @@ def test_train_step_fails_fast_and_clearly_when_the_cluster_is_unreachable(
             launcher="tfjob",
             workers=2,
             epochs=1,
+            images_seen=0,
             batch_size=8,
             train_flags="",
             run_name="run-42",
