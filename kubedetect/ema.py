@@ -71,7 +71,9 @@ class Weights:
 
     def _update(self, strategy, decay):
         def fold(average, variable, decay):
-            return average.assign(decay * average + (1.0 - decay) * variable)
+            # As tf.train.ExponentialMovingAverage writes it: a weight that did not move leaves
+            # its average exactly where it was (decay * a + (1 - decay) * a is off by an ulp).
+            return average.assign_sub((1.0 - decay) * (average - variable))
 
         for average, variable in zip(self.average, self._trainable, strict=True):
             strategy.extended.update(average, fold, args=(variable, decay), group=False)

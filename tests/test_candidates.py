@@ -199,7 +199,9 @@ def test_the_served_ensemble_answers_what_the_library_fuses(ensemble_variants, t
     synthesize(str(tmp_path / "image"), 1, seed=321, progress=False)
     body = (tmp_path / "image" / "JPEGImages" / "synth_000000.jpg").read_bytes()
     ensemble = open_tflite(str(folder))
-    pixels, width, height = load_for_model(body, size=ensemble.input_size, max_pixels=10**8)
+    pixels, frame = load_for_model(
+        body, size=ensemble.input_size, max_pixels=10**8, resize=ensemble.card.resize
+    )
     (expected,) = ensemble.predict(pixels[None], score_threshold=0.001, max_detections=20)
     assert len(expected) > 0
 
@@ -211,7 +213,7 @@ def test_the_served_ensemble_answers_what_the_library_fuses(ensemble_variants, t
         found = answer["detections"]
         assert [d["score"] for d in found] == pytest.approx(expected.scores.tolist(), abs=1e-4)
         boxes = [[d["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")] for d in found]
-        assert np.asarray(boxes) == pytest.approx(expected.in_pixels(width, height), abs=0.02)
+        assert np.asarray(boxes) == pytest.approx(expected.in_original(frame), abs=0.02)
         # KServe V2 too: the same model behind every protocol.
         v2 = server.get("/v2/models/detector").json()
         assert v2["parameters"]["members"] == 2
