@@ -58,6 +58,7 @@ def shards_of(dataset: str, image_size: int) -> Path:
 def train_all(dataset: str, shards: Path, args) -> tuple[dict[str, Path], dict[str, float], dict]:
     """The four models of the comparison, their training minutes, and the candidates' summary."""
     work = WORK / "candidates" / dataset / f"e{args.epochs}"
+    work.mkdir(parents=True, exist_ok=True)
     common = ["--batch-size", str(args.batch_size), "--eval-every", "0"]
     run(
         python("-m", "kubedetect.cli", "candidates", str(shards), str(work / "candidates"),
