@@ -314,7 +314,7 @@ def own_data(args, clone: Path, commit: str, lines: list, served: float, loads: 
     report = json.loads((run_root / "quantize" / "variants" / "report.json").read_text())
     rows = {r["variant"]: r for r in report["variants"]}
     card = json.loads((out / "serving" / "current" / "model.json").read_text())
-    decisions = [text for _, text in lines if "gate" in text.lower()]
+    decisions = [text for _, text in lines if "quality gate" in text and "done in" in text]
     console = [text for t, text in lines if t <= served]
     if not args.keep:
         shutil.rmtree(clone, ignore_errors=True)
