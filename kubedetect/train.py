@@ -165,6 +165,10 @@ def train(
     manager = tf.train.CheckpointManager(checkpoint, write_dir, max_to_keep=2)
     latest = tf.train.latest_checkpoint(checkpoint_dir)
     history: list[dict] = []
+
+    def worker_log(message: str) -> None:
+        log(f"{cluster.name}: {message}")
+
     if latest:
         try:
             checkpoint.restore(latest).assert_existing_objects_matched()
@@ -174,7 +178,7 @@ def train(
                 f"settings or classes?); use another --checkpoint-dir or remove it ({exc})"
             ) from None
         history = _read_history(os.path.join(checkpoint_dir, CHECKPOINT_HISTORY))
-        log(f"{cluster.name}: resumed from {latest} at step {int(optimizer.iterations.numpy())}")
+        worker_log(f"resumed from {latest} at step {int(optimizer.iterations.numpy())}")
     step = int(optimizer.iterations.numpy())
 
     def save_checkpoint():
@@ -193,7 +197,7 @@ def train(
         image_size=image_size,
         config=config,
         start_step=step,
-        log=lambda message: log(f"{cluster.name}: {message}"),
+        log=worker_log,
     )
     iterator = iter(dataset)
 
@@ -208,7 +212,7 @@ def train(
             max_images=config.eval_images,
             is_chief=cluster.is_chief,
             threads=threads,
-            log=lambda message: log(f"{cluster.name}: {message}"),
+            log=worker_log,
         )
     elif plan.epochs:
         log(
