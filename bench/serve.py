@@ -12,8 +12,12 @@ ModelServer (2 workers) serving the same model through bench/kserve/detector_mod
 comes from wrk on the same cores (bench.load.Wrk). Concurrency 8 runs `--rounds` rounds (every
 other one in reverse order), then `--pairs` pairs of short kubedetect V1 / KServe V1 runs back
 to back: two runs seconds apart see nearly the same machine, so their ratio is precise where
-rounds a minute apart are not. Targets at concurrency 8 (bench.load.Paired): kubedetect at
-least 0.9x KServe's throughput and 0.9x the bare interpreter's; zero errors; memory stable.
+rounds a minute apart are not. Each pair also runs the same kubedetect server on Gunicorn's
+stock gthread worker (serving/worker.py's QuitOnceWorker, chosen by GUNICORN_CMD_ARGS): the
+worker that takes connections only with a thread free must buy at least 10 % over it, the
+bar for code that reaches into Gunicorn's internals. Targets at concurrency 8
+(bench.load.Paired): kubedetect at least 0.9x KServe's throughput and 0.9x the bare
+interpreter's; zero errors; memory stable.
 
 Every run records what else the shared machine did meanwhile (bench.load.OthersCpu) and each
 server's CPU time per request. Last (unless --no-heavy), the memory of heavy uploads: 8 and then
@@ -50,6 +54,9 @@ from tests.servers import MemoryCgroup, Server, free_port, kserve_python, serve,
 REPO = Path(__file__).resolve().parent.parent
 WORKERS, THREADS, MAX_BATCH, TARGET, RATIO = 2, 4, 8, 8, 0.9
 BARE, OURS, V1, KSERVE = "bare interpreter", "kubedetect /v1/detect", "kubedetect V1", "KServe V1"
+STOCK = "kubedetect V1, stock gthread"
+WORKER_GAIN = 1.10  # what a customisation of Gunicorn's worker must buy (issue 17)
+STOCK_WORKER = {"GUNICORN_CMD_ARGS": "--worker-class serving.worker.QuitOnceWorker"}
 SERVING = ["--workers", str(WORKERS), "--threads", str(THREADS)]
 
 
@@ -133,17 +140,19 @@ def measured(run) -> dict:
     return result | {"load": (others.load_before, others.load_after), "others": others.cores}
 
 
-def start_servers(model_dir: Path, work: Path) -> tuple[Server, Server]:
-    """kubedetect and KServe on free ports of 127.0.0.1, each in its own process group."""
-    for name in ("kubedetect", "kserve"):
+def start_servers(model_dir: Path, work: Path) -> tuple[Server, Server, Server]:
+    """kubedetect, kubedetect on the stock gthread worker and KServe on free ports of
+    127.0.0.1, each in its own process group."""
+    for name in ("kubedetect", "stock", "kserve"):
         (work / name).mkdir()
     ours = serve(model_dir, work / "kubedetect", flags=SERVING, session=True)
+    stock = serve(model_dir, work / "stock", flags=SERVING, env=STOCK_WORKER, session=True)
     port = free_port()
     settings = {"KD_MODEL_DIR": str(model_dir), "KD_PORT": str(port), "KD_NUM_THREADS": "1"}
     settings |= {"KD_WORKERS": str(WORKERS), "PYTHONPATH": str(REPO)}
     peer = [str(kserve_python()), str(REPO / "bench/kserve/detector_model.py")]
     kserve = Server(peer, work / "kserve", port=port, env=os.environ | settings, session=True)
-    return ours.wait(), kserve.wait("/v1/models/detector", timeout=120)
+    return ours.wait(), stock.wait(), kserve.wait("/v1/models/detector", timeout=120)
 
 
 def heavy(model_dir: Path, work: Path) -> str:
@@ -204,7 +213,7 @@ def main(argv: list[str]) -> int:
 
     # Both servers stay up throughout (idle, neither takes CPU from the other) and the runs
     # alternate: a change in what else the machine does shows in all of them.
-    ours, kserve = start_servers(model_dir, work)
+    ours, stock, kserve = start_servers(model_dir, work)
     sampler = RssSampler(ours.process.pid)
     sampler.start()
     try:
@@ -229,8 +238,9 @@ def main(argv: list[str]) -> int:
                         s,
                     ),
                 )
-                for name, s in ((V1, ours), (KSERVE, kserve))
+                for name, s in ((V1, ours), (KSERVE, kserve), (STOCK, stock))
             ]
+            runs, stock_run = runs[:4], runs[4]
             for round_ in range(args.rounds if c == TARGET else 1):
                 for name, run in runs[::-1] if round_ % 2 else runs:  # drift favours no one
                     r = measured(lambda run=run: run(args.duration))
@@ -241,17 +251,18 @@ def main(argv: list[str]) -> int:
                         flush=True,
                     )
             if c == TARGET and args.pairs > 0:
-                pairs = {V1: [], KSERVE: []}
+                pairs = {V1: [], KSERVE: [], STOCK: []}
                 for i in (progress := tqdm(range(args.pairs), desc="pairs", unit="pair")):
-                    for name, run in runs[2:][::-1] if i % 2 else runs[2:]:
+                    group = [*runs[2:], stock_run]
+                    for name, run in group[i % 3 :] + group[: i % 3]:  # each goes first in turn
                         pairs[name].append(measured(lambda run=run: run(args.pair_duration)))
                     progress.set_postfix(
                         ratio=f"{pairs[V1][-1]['rps'] / pairs[KSERVE][-1]['rps']:.3f}"
                     )
     finally:
         sampler.halt.set()
-        ours.stop()
-        kserve.stop()
+        for server in (ours, stock, kserve):
+            server.stop()
     memory = "Heavy uploads: not run (--no-heavy)."
     if not args.no_heavy:
         memory = heavy(model_dir, work / "heavy")
@@ -295,10 +306,12 @@ def report(results, pairs, levels, sampler, args, model_dir) -> str:
     vs_bare = Paired(results[(OURS, c)], results[(BARE, c)])
     if pairs:  # many ratios of runs seconds apart: a far narrower interval than the rounds'
         vs_kserve = Paired(pairs[V1], pairs[KSERVE], "pair")
+        vs_stock = Paired(pairs[V1], pairs[STOCK], "pair")
     else:
         vs_kserve = Paired(results[(V1, c)], results[(KSERVE, c)])
     cpu = {n: statistics.mean(r["cpu_ms"] for r in results[(n, c)]) for n in (BARE, V1, KSERVE)}
-    ours = [r for (n, _), runs in results.items() if n != KSERVE for r in runs] + pairs.get(V1, [])
+    ours = [r for (n, _), runs in results.items() if n != KSERVE for r in runs]
+    ours += pairs.get(V1, []) + pairs.get(STOCK, [])
     errors = sum(r["errors"] for r in ours)
     p99 = {n: statistics.median(r["p99"] for r in pairs.get(n) or results[(n, c)]) for n in order}
     stable, memory = sampler.verdict()
@@ -326,10 +339,36 @@ def report(results, pairs, levels, sampler, args, model_dir) -> str:
             + verdict(vs_bare.low >= RATIO),
             f"- kubedetect V1 >= {RATIO}x KServe V1 ({'pairs' if pairs else 'rounds'}): {vs_kserve}: "
             + verdict(vs_kserve.low >= RATIO),
+            *(
+                [
+                    f"- kubedetect V1 >= {WORKER_GAIN}x itself on the stock gthread worker (pairs: "
+                    f"serving/worker.py's worker, worth its customisation): {vs_stock}: "
+                    + verdict(vs_stock.low >= WORKER_GAIN)
+                ]
+                if pairs
+                else []
+            ),
             "- p99 (median of the runs"
             + (", the pairs for V1" if pairs else "")
             + "): "
             + ", ".join(f"{n} {p:.1f} ms" for n, p in p99.items()),
+            *(
+                [
+                    "- connections per worker in the pairs (how often each split was seen): "
+                    + "; ".join(
+                        f"{n} "
+                        + ", ".join(
+                            f"{split} x{k}"
+                            for split, k in collections.Counter(
+                                r["split"] for r in rs
+                            ).most_common()
+                        )
+                        for n, rs in pairs.items()
+                    )
+                ]
+                if pairs
+                else []
+            ),
             f"- zero errors (every kubedetect run): {errors}: {verdict(errors == 0)}",
             f"- workers' memory stable ({len(sampler.samples)} samples): {memory}: {verdict(stable)}",
             "",

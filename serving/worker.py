@@ -1,13 +1,28 @@
-"""Gunicorn's threaded worker (gthread), quitting once however many quit signals arrive.
+"""Gunicorn's threaded worker (gthread), taking connections only while it has a thread free, and
+quitting once however many quit signals arrive.
 
-Ctrl-C in a terminal (and stopping `make demo`) sends SIGINT to the whole process group: each
-worker gets it from the terminal and SIGQUIT from its master a moment later, and a user may
-press Ctrl-C again. gthread's quit handler shuts its thread pool down under a lock; a second
-signal landing while the first handler holds that lock runs the handler again, which then waits
-for the lock forever. The worker hangs, its master gives up on it, and the orphan keeps the
-port: the next `make demo` cannot bind it. tests/serving/test_resilience.py provokes it with a
-flood of SIGQUIT (Gunicorn 27's own gthread hangs there). Nothing else of gthread is changed,
-and only its public signal handler is overridden.
+Taking connections. A stock gthread worker accepts every connection it is offered: its main
+thread only polls and hands connections to the thread pool, so it is never too busy to take
+one. Whichever worker wakes first takes the next connection, and a few keep-alive clients (a
+benchmark's, or an ingress's upstream pool) often all land on one worker: 8 connections to 2
+workers split 5/3, 6/2, 7/1, even 8/0, and since a worker's interpreter and Python run on about
+one core, the pod then does half the work it could while the other worker idles. KServe's
+uvicorn workers do not have this problem, because a worker busy with inference does not accept.
+Here a worker stops listening while all its threads are busy (`in_flight` connections handed
+to the pool and not yet back), and listens again when one is done: a new connection goes to a
+worker with a free thread, or waits in the kernel's backlog until one has. Idle keep-alive
+connections hold no thread and block nothing. Measured side by side in one run (bench.serve's
+worker comparison, docs/BENCHMARKS.md): the stock worker against this one at concurrency 8.
+Only gthread's public methods are overridden (`enqueue_req`, `finish_request`, both called on
+the main thread, and `set_accept_enabled`), so `in_flight` needs no lock.
+
+Quitting. Ctrl-C in a terminal (and stopping `make demo`) sends SIGINT to the whole process
+group: each worker gets it from the terminal and SIGQUIT from its master a moment later, and a
+user may press Ctrl-C again. gthread's quit handler shuts its thread pool down under a lock; a
+second signal landing while the first handler holds that lock runs the handler again, which
+then waits for the lock forever. The worker hangs, its master gives up on it, and the orphan
+keeps the port: the next `make demo` cannot bind it. tests/serving/test_resilience.py provokes
+it with a flood of SIGQUIT (Gunicorn 27's own gthread hangs there).
 """
 
 from __future__ import annotations
@@ -15,7 +30,9 @@ from __future__ import annotations
 from gunicorn.workers.gthread import ThreadWorker
 
 
-class Worker(ThreadWorker):
+class QuitOnceWorker(ThreadWorker):
+    """Stock gthread but for quitting once: the point of comparison for `Worker`."""
+
     quitting = False
 
     def handle_quit(self, sig, frame) -> None:
@@ -23,3 +40,24 @@ class Worker(ThreadWorker):
             return
         self.quitting = True
         super().handle_quit(sig, frame)
+
+
+class Worker(QuitOnceWorker):
+    in_flight = 0  # connections in the thread pool (running or queued for a thread)
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        free = self.alive and self.in_flight < self.cfg.threads
+        super().set_accept_enabled(enabled and free)
+
+    def enqueue_req(self, conn) -> None:
+        self.in_flight += 1
+        super().enqueue_req(conn)
+        self._listen_if_free()
+
+    def finish_request(self, conn, fs) -> None:
+        self.in_flight -= 1
+        super().finish_request(conn, fs)  # may hand the connection back at once (read-ahead)
+        self._listen_if_free()
+
+    def _listen_if_free(self) -> None:
+        self.set_accept_enabled(self.nr_conns < self.worker_connections)
