@@ -8,10 +8,12 @@ benchmark's, or an ingress's upstream pool) often all land on one worker: 8 conn
 workers split 5/3, 6/2, 7/1, even 8/0, and since a worker's interpreter and Python run on about
 one core, the pod then does half the work it could while the other worker idles. KServe's
 uvicorn workers do not have this problem, because a worker busy with inference does not accept.
-Here a worker stops listening while all its threads are busy (`in_flight` connections handed
-to the pool and not yet back), and listens again when one is done: a new connection goes to a
-worker with a free thread, or waits in the kernel's backlog until one has. Idle keep-alive
-connections hold no thread and block nothing. Measured side by side in one run (bench.serve's
+Here a worker stops listening when it hands its last free thread a connection (`in_flight`
+connections in the pool, running or queued), and listens again each time a request ends: a new
+connection goes to a worker with a free thread, or waits in the kernel's backlog until a worker
+answers a request, as with uvicorn's event loop, which accepts between requests. Idle keep-alive
+connections hold no thread and block nothing; a worker kept busy by the clients it holds still
+lets a new one in after every answer. Measured side by side in one run (bench.serve's
 worker comparison, docs/BENCHMARKS.md): the stock worker against this one at concurrency 8.
 Only gthread's public methods are overridden (`enqueue_req`, `finish_request`, both called on
 the main thread, and `set_accept_enabled`), so `in_flight` needs no lock.
@@ -44,20 +46,23 @@ class QuitOnceWorker(ThreadWorker):
 
 class Worker(QuitOnceWorker):
     in_flight = 0  # connections in the thread pool (running or queued for a thread)
+    room = True  # False from handing the last free thread a connection until a request ends
 
     def set_accept_enabled(self, enabled: bool) -> None:
-        free = self.alive and self.in_flight < self.cfg.threads
-        super().set_accept_enabled(enabled and free)
+        super().set_accept_enabled(enabled and self.alive and self.room)
 
     def enqueue_req(self, conn) -> None:
         self.in_flight += 1
         super().enqueue_req(conn)
-        self._listen_if_free()
+        if self.in_flight >= self.cfg.threads:
+            self.room = False
+            self.set_accept_enabled(False)
 
     def finish_request(self, conn, fs) -> None:
         self.in_flight -= 1
         super().finish_request(conn, fs)  # may hand the connection back at once (read-ahead)
-        self._listen_if_free()
-
-    def _listen_if_free(self) -> None:
+        # Each answer opens the door again, if only for one connection: under more load than
+        # the threads can take, new clients are let in as often as answers go out, never shut
+        # out by the clients already held (whose requests keep the threads busy).
+        self.room = True
         self.set_accept_enabled(self.nr_conns < self.worker_connections)

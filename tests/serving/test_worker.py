@@ -3,13 +3,15 @@
 
 A worker whose threads are all busy stops taking connections, so a new client goes to a worker
 that can answer it instead of queueing behind a request it has nothing to do with; idle
-keep-alive connections hold no thread and never lock anyone out.
+keep-alive connections hold no thread and never lock anyone out, and neither do busy ones: a
+worker lets a new client in after every answer.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -92,3 +94,34 @@ def test_idle_keep_alive_connections_hold_no_thread(one_thread_each):
     finally:
         for session in idle:
             session.close()
+
+
+def test_clients_already_held_never_shut_a_new_one_out(one_thread_each, jpeg):
+    """Sixteen keep-alive clients keep both workers' one thread busy without pause (each worker
+    always has a request in hand or queued); a new client is still answered within seconds,
+    let in after an answer, not after the others stop."""
+    server = one_thread_each
+    stop, answers = threading.Event(), []
+
+    def busy_client():
+        with requests.Session() as session:
+            while not stop.is_set():
+                answers.append(session.post(server.url + "/v1/detect", data=jpeg, timeout=30))
+
+    clients = [threading.Thread(target=busy_client) for _ in range(16)]
+    for client in clients:
+        client.start()
+    try:
+        time.sleep(2)
+        for _ in range(5):
+            started = time.monotonic()
+            answer = requests.get(
+                server.url + "/v2/health/live", timeout=10, headers={"Connection": "close"}
+            )
+            assert answer.status_code == 200
+            assert time.monotonic() - started < 3, "a new client waited for the held ones"
+    finally:
+        stop.set()
+        for client in clients:
+            client.join()
+    assert answers and all(a.status_code == 200 for a in answers)
