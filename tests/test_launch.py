@@ -76,6 +76,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _interruptible() -> None:
+    """SIGINT as a terminal's foreground job has it. A shell without job control starts its
+    background jobs with SIGINT ignored (POSIX), their children inherit that, and Python then
+    leaves it ignored instead of raising KeyboardInterrupt: a test suite started that way would
+    otherwise send a Ctrl-C nobody can receive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_every_worker(synth_shards, tmp_path):
     """SIGINT to the launcher (what Ctrl-C sends) kills its workers (their own sessions do not
@@ -96,6 +104,7 @@ def test_ctrl_c_stops_every_worker(synth_shards, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_interruptible,
     )
     pids, lines = {}, []
     deadline = time.monotonic() + 60
