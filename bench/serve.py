@@ -12,12 +12,8 @@ ModelServer (2 workers) serving the same model through bench/kserve/detector_mod
 comes from wrk on the same cores (bench.load.Wrk). Concurrency 8 runs `--rounds` rounds (every
 other one in reverse order), then `--pairs` pairs of short kubedetect V1 / KServe V1 runs back
 to back: two runs seconds apart see nearly the same machine, so their ratio is precise where
-rounds a minute apart are not. Each pair also runs the same kubedetect server on Gunicorn's
-stock gthread worker (serving/worker.py's QuitOnceWorker, chosen by GUNICORN_CMD_ARGS): what
-the worker that takes connections only with a thread free buys in throughput, and how each
-server's workers shared the connections. Targets at concurrency 8
-(bench.load.Paired): kubedetect at least 0.9x KServe's throughput and 0.9x the bare
-interpreter's; zero errors; memory stable.
+rounds a minute apart are not. Targets at concurrency 8 (bench.load.Paired): kubedetect at
+least 0.9x KServe's throughput and 0.9x the bare interpreter's; zero errors; memory stable.
 
 Every run records what else the shared machine did meanwhile (bench.load.OthersCpu) and each
 server's CPU time per request. Last (unless --no-heavy), the memory of heavy uploads: 8 and then
@@ -54,8 +50,6 @@ from tests.servers import MemoryCgroup, Server, free_port, kserve_python, serve,
 REPO = Path(__file__).resolve().parent.parent
 WORKERS, THREADS, MAX_BATCH, TARGET, RATIO = 2, 4, 8, 8, 0.9
 BARE, OURS, V1, KSERVE = "bare interpreter", "kubedetect /v1/detect", "kubedetect V1", "KServe V1"
-STOCK = "kubedetect V1, stock gthread"
-STOCK_WORKER = {"GUNICORN_CMD_ARGS": "--worker-class serving.worker.QuitOnceWorker"}
 SERVING = ["--workers", str(WORKERS), "--threads", str(THREADS)]
 
 
@@ -139,19 +133,17 @@ def measured(run) -> dict:
     return result | {"load": (others.load_before, others.load_after), "others": others.cores}
 
 
-def start_servers(model_dir: Path, work: Path) -> tuple[Server, Server, Server]:
-    """kubedetect, kubedetect on the stock gthread worker and KServe on free ports of
-    127.0.0.1, each in its own process group."""
-    for name in ("kubedetect", "stock", "kserve"):
+def start_servers(model_dir: Path, work: Path) -> tuple[Server, Server]:
+    """kubedetect and KServe on free ports of 127.0.0.1, each in its own process group."""
+    for name in ("kubedetect", "kserve"):
         (work / name).mkdir()
     ours = serve(model_dir, work / "kubedetect", flags=SERVING, session=True)
-    stock = serve(model_dir, work / "stock", flags=SERVING, env=STOCK_WORKER, session=True)
     port = free_port()
     settings = {"KD_MODEL_DIR": str(model_dir), "KD_PORT": str(port), "KD_NUM_THREADS": "1"}
     settings |= {"KD_WORKERS": str(WORKERS), "PYTHONPATH": str(REPO)}
     peer = [str(kserve_python()), str(REPO / "bench/kserve/detector_model.py")]
     kserve = Server(peer, work / "kserve", port=port, env=os.environ | settings, session=True)
-    return ours.wait(), stock.wait(), kserve.wait("/v1/models/detector", timeout=120)
+    return ours.wait(), kserve.wait("/v1/models/detector", timeout=120)
 
 
 def heavy(model_dir: Path, work: Path) -> str:
@@ -212,7 +204,7 @@ def main(argv: list[str]) -> int:
 
     # Both servers stay up throughout (idle, neither takes CPU from the other) and the runs
     # alternate: a change in what else the machine does shows in all of them.
-    ours, stock, kserve = start_servers(model_dir, work)
+    ours, kserve = start_servers(model_dir, work)
     sampler = RssSampler(ours.process.pid)
     sampler.start()
     try:
@@ -237,9 +229,8 @@ def main(argv: list[str]) -> int:
                         s,
                     ),
                 )
-                for name, s in ((V1, ours), (KSERVE, kserve), (STOCK, stock))
+                for name, s in ((V1, ours), (KSERVE, kserve))
             ]
-            runs, stock_run = runs[:4], runs[4]
             for round_ in range(args.rounds if c == TARGET else 1):
                 for name, run in runs[::-1] if round_ % 2 else runs:  # drift favours no one
                     r = measured(lambda run=run: run(args.duration))
@@ -250,18 +241,17 @@ def main(argv: list[str]) -> int:
                         flush=True,
                     )
             if c == TARGET and args.pairs > 0:
-                pairs = {V1: [], KSERVE: [], STOCK: []}
+                pairs = {V1: [], KSERVE: []}
                 for i in (progress := tqdm(range(args.pairs), desc="pairs", unit="pair")):
-                    group = [*runs[2:], stock_run]
-                    for name, run in group[i % 3 :] + group[: i % 3]:  # each goes first in turn
+                    for name, run in runs[2:][::-1] if i % 2 else runs[2:]:
                         pairs[name].append(measured(lambda run=run: run(args.pair_duration)))
                     progress.set_postfix(
                         ratio=f"{pairs[V1][-1]['rps'] / pairs[KSERVE][-1]['rps']:.3f}"
                     )
     finally:
         sampler.halt.set()
-        for server in (ours, stock, kserve):
-            server.stop()
+        ours.stop()
+        kserve.stop()
     memory = "Heavy uploads: not run (--no-heavy)."
     if not args.no_heavy:
         memory = heavy(model_dir, work / "heavy")
@@ -305,12 +295,10 @@ def report(results, pairs, levels, sampler, args, model_dir) -> str:
     vs_bare = Paired(results[(OURS, c)], results[(BARE, c)])
     if pairs:  # many ratios of runs seconds apart: a far narrower interval than the rounds'
         vs_kserve = Paired(pairs[V1], pairs[KSERVE], "pair")
-        vs_stock = Paired(pairs[V1], pairs[STOCK], "pair")
     else:
         vs_kserve = Paired(results[(V1, c)], results[(KSERVE, c)])
     cpu = {n: statistics.mean(r["cpu_ms"] for r in results[(n, c)]) for n in (BARE, V1, KSERVE)}
-    ours = [r for (n, _), runs in results.items() if n != KSERVE for r in runs]
-    ours += pairs.get(V1, []) + pairs.get(STOCK, [])
+    ours = [r for (n, _), runs in results.items() if n != KSERVE for r in runs] + pairs.get(V1, [])
     errors = sum(r["errors"] for r in ours)
     p99 = {n: statistics.median(r["p99"] for r in pairs.get(n) or results[(n, c)]) for n in order}
     stable, memory = sampler.verdict()
@@ -338,36 +326,10 @@ def report(results, pairs, levels, sampler, args, model_dir) -> str:
             + verdict(vs_bare.low >= RATIO),
             f"- kubedetect V1 >= {RATIO}x KServe V1 ({'pairs' if pairs else 'rounds'}): {vs_kserve}: "
             + verdict(vs_kserve.low >= RATIO),
-            *(
-                [
-                    "- kubedetect V1 against itself on Gunicorn's stock gthread worker (pairs; "
-                    "what serving/worker.py's taking connections only with a thread free buys "
-                    f"in throughput): {vs_stock}"
-                ]
-                if pairs
-                else []
-            ),
             "- p99 (median of the runs"
             + (", the pairs for V1" if pairs else "")
             + "): "
             + ", ".join(f"{n} {p:.1f} ms" for n, p in p99.items()),
-            *(
-                [
-                    "- connections per worker in the pairs (how often each split was seen): "
-                    + "; ".join(
-                        f"{n} "
-                        + ", ".join(
-                            f"{split} x{k}"
-                            for split, k in collections.Counter(
-                                r["split"] for r in rs
-                            ).most_common()
-                        )
-                        for n, rs in pairs.items()
-                    )
-                ]
-                if pairs
-                else []
-            ),
             f"- zero errors (every kubedetect run): {errors}: {verdict(errors == 0)}",
             f"- workers' memory stable ({len(sampler.samples)} samples): {memory}: {verdict(stable)}",
             "",

@@ -2,8 +2,7 @@
 
 `kubedetect serve` runs Gunicorn with this file; so does the container. Settings:
 - workers and threads: KUBEDETECT_WORKERS (0: one per core) and KUBEDETECT_THREADS, Gunicorn's
-  gthread worker (threads are what the batcher batches across), taking connections only while
-  it has a thread free, and quitting once (serving/worker.py);
+  gthread worker (threads are what the batcher batches across), quitting once (serving/worker.py);
 - preload_app: the master loads the app and checks the model once, then forks the workers;
 - glibc's malloc told to unmap large blocks as soon as they are freed (serving/memory.py), before
   the workers fork: a worker's memory then follows what its decode budget counts;
@@ -36,7 +35,7 @@ bind = [
     f"[{_config.host}]:{_config.port}" if ":" in _config.host else f"{_config.host}:{_config.port}"
 ]
 workers = _config.worker_count()
-worker_class = "serving.worker.Worker"  # gthread, see serving/worker.py
+worker_class = "serving.worker.Worker"  # gthread, quitting once (serving/worker.py)
 threads = _config.threads
 preload_app = True
 graceful_timeout = int(round(_config.graceful_timeout))  # Gunicorn takes whole seconds
