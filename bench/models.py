@@ -9,7 +9,8 @@ from the exported model (kubedetect.model.count_flops).
 
 Target: the large model at least 5 points of test mAP@0.5 above the tiny one on both sets, at a
 budget long enough to converge (the default, 300 epochs: many hours on two CPU cores; the large
-model is meant for GPU pods). Budgets under 100 epochs are smoke runs and are not judged.
+model is meant for GPU pods). Budgets under 100 epochs are smoke runs and are not judged. The
+section is written again after each set, so a run stopped part-way keeps the sets it finished.
 
     python -m bench.models [--epochs 300] [--datasets cards,bccd] [--sizes tiny,large]
 """
@@ -83,8 +84,6 @@ def measure(dataset: str, size: str, args) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    from kubedetect.cpuinfo import cpu_line
-
     parser = argparse.ArgumentParser(prog="python -m bench.models", description=__doc__)
     parser.add_argument("--epochs", type=int, default=300, help="the same budget for each size")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -97,10 +96,20 @@ def main(argv: list[str]) -> int:
     if missing:
         print(f"{', '.join(missing)} absent under {SHARED / 'datasets'}: skipping", file=sys.stderr)
         return 0
-    results = [measure(d, s, args) for d in datasets for s in sizes]
+    results = []
+    for dataset in datasets:  # the section is written after each set: a long run stopped early
+        results += [measure(dataset, size, args) for size in sizes]  # keeps what it measured
+        write_section("models", "Model sizes: large against tiny on real photos",
+                      section(results, args))  # fmt: skip
+    return 0
+
+
+def section(results: list[dict], args) -> str:
+    from kubedetect.cpuinfo import cpu_line
+
     smoke = args.epochs < SMOKE_EPOCHS
     lines = []
-    for dataset in datasets:
+    for dataset in dict.fromkeys(r["dataset"] for r in results):
         by_size = {r["size"]: r for r in results if r["dataset"] == dataset}
         if {"tiny", "large"} <= set(by_size):
             gain = 100 * (by_size["large"]["map50"] - by_size["tiny"]["map50"])
@@ -110,7 +119,7 @@ def main(argv: list[str]) -> int:
                 f"target >= +{TARGET_POINTS:g}: {judged}"
             )
     cpu = results[0]["cpu"]
-    body = f"""
+    return f"""
 Each size trained from scratch in one process for **{args.epochs} epochs** (batch
 {args.batch_size}, {IMAGE_SIZE} px, default settings otherwise), then `kubedetect quantize
 --mode float32,int8 --report --split test`: mAP on the held-out test split, latency of one image
@@ -135,8 +144,6 @@ The machine is shared: the load average (1 / 5 / 15 min) before; after each run 
 
 {chr(10).join(lines)}
 """  # fmt: skip
-    write_section("models", "Model sizes: large against tiny on real photos", body)
-    return 0
 
 
 if __name__ == "__main__":
