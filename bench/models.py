@@ -97,8 +97,8 @@ def main(argv: list[str]) -> int:
         print(f"{', '.join(missing)} absent under {SHARED / 'datasets'}: skipping", file=sys.stderr)
         return 0
     results = []
-    for dataset in datasets:  # the section is written after each set: a long run stopped early
-        results += [measure(dataset, size, args) for size in sizes]  # keeps what it measured
+    for dataset in datasets:  # written after each set: a run stopped early keeps what it measured
+        results += [measure(dataset, size, args) for size in sizes]
         write_section("models", "Model sizes: large against tiny on real photos",
                       section(results, args))  # fmt: skip
     return 0
