@@ -140,9 +140,8 @@ def main(argv: list[str]) -> int:
             f"epochs to fill the same time. Test mAP@0.5 by seed (this / baseline): {by_seed}. "
             f"Load average {r['load']}."
         )
-    seeds = len(results[0]["new"])
     body = f"""
-One process each (`python -m kubedetect.train`), in one run, {seeds} seed(s) of each recipe
+One process each (`python -m kubedetect.train`), in one run, {args.seeds} seed(s) of each recipe
 (`--seed 0, 1, ...`), alternately. **This checkout**: `kubedetect train SHARDS MODEL` with no
 flags, on shards it letterboxed. **Baseline** (main at {baseline().name}, today's recipe before
 issue 19): stretched shards, `{" ".join(BASELINE_RECIPE)}` (its cards benchmark's recipe) for as
