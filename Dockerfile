@@ -55,6 +55,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 FROM venv AS project
 COPY pyproject.toml README.md ./
 COPY kubedetect ./kubedetect
+COPY cli ./cli
 COPY serving ./serving
 COPY components ./components
 COPY pipelines ./pipelines
@@ -63,7 +64,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     && /opt/venv/bin/pip install --no-deps --no-index --no-compile --prefix /project /wheels/*.whl
 
 # ---------------------------------------------------------------------------------------------
-# trainer: `python -m kubedetect.train ...` in TFJob workers (container `tensorflow`), and the base
+# trainer: `python -m kubedetect.training.train ...` in TFJob workers (container `tensorflow`), and the base
 # image of the KFP components. Runs as a non-root user (uid 10001).
 # ---------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS trainer

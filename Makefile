@@ -51,8 +51,8 @@ bench: setup
 	$(PY) -m bench
 
 lint: setup
-	$(VENV)/bin/ruff check kubedetect serving components pipelines tests bench k8s
-	$(VENV)/bin/ruff format --check kubedetect serving components pipelines tests bench k8s
+	$(VENV)/bin/ruff check kubedetect cli serving components pipelines tests bench k8s
+	$(VENV)/bin/ruff format --check kubedetect cli serving components pipelines tests bench k8s
 
 constraints: setup
 	@echo "# The one set of pins every install uses: pip install -c constraints.txt ..." > constraints.txt.new

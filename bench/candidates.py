@@ -48,7 +48,7 @@ def shards_of(dataset: str, image_size: int) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     if not (shards / "dataset.json").exists():
         run(
-            python("-m", "kubedetect.cli", "preprocess", str(SHARED / "datasets" / dataset),
+            python("-m", "cli", "preprocess", str(SHARED / "datasets" / dataset),
                    str(shards), "--image-size", str(image_size), "--quiet"),
             work / "preprocess.log",
         )  # fmt: skip
@@ -61,7 +61,7 @@ def train_all(dataset: str, shards: Path, args) -> tuple[dict[str, Path], dict[s
     work.mkdir(parents=True, exist_ok=True)
     common = ["--batch-size", str(args.batch_size), "--eval-every", "0"]
     run(
-        python("-m", "kubedetect.cli", "candidates", str(shards), str(work / "candidates"),
+        python("-m", "cli", "candidates", str(shards), str(work / "candidates"),
                "--seeds", "0,1,2", "--ensemble-size", "3", "--epochs", str(args.epochs),
                *common),
         work / "candidates.log",
@@ -70,7 +70,7 @@ def train_all(dataset: str, shards: Path, args) -> tuple[dict[str, Path], dict[s
     rows = {row["name"]: row for row in summary["candidates"]}
     best = summary["candidates"][0]["name"]  # best first
     long_seconds = run(
-        python("-m", "kubedetect.train", str(shards), str(work / "long"), "--epochs",
+        python("-m", "kubedetect.training.train", str(shards), str(work / "long"), "--epochs",
                str(3 * args.epochs), "--seed", "0", "--no-progress", *common),
         work / "long.log",
     )  # fmt: skip
@@ -94,7 +94,7 @@ def quantized(model: Path, shards: Path, threads: int) -> dict:
     variants = model.parent / f"{model.name}-variants"
     if not (variants / "report.json").exists():
         run(
-            python("-m", "kubedetect.cli", "quantize", str(model), str(variants), "--mode", "int8",
+            python("-m", "cli", "quantize", str(model), str(variants), "--mode", "int8",
                    "--shards", str(shards), "--report", "--split", "test", "--threads",
                    str(threads)),
             variants.with_suffix(".log"),
@@ -114,8 +114,8 @@ def quantized(model: Path, shards: Path, threads: int) -> dict:
 
 def test_images(shards: Path, limit: int) -> list[bytes]:
     """The test split's images as the shards store them (JPEG at the model's size)."""
-    from kubedetect.evaluate import split_examples
-    from kubedetect.images import encode_jpeg
+    from kubedetect.evaluation.evaluate import split_examples
+    from kubedetect.io.images import encode_jpeg
 
     return [encode_jpeg(e["image"], 90) for e in split_examples(str(shards), "test", limit)]
 

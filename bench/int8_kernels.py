@@ -10,7 +10,7 @@ but are not time: how many of those instructions a core retires per cycle depend
 micro-architecture (for one, whether it multiplies 16-bit integers on one pipe or two).
 
 Measured per convolution of the tiny model (256 px, width 8: each layer alone, float32 and
-full int8 as kubedetect.quantize converts them), for a sweep of channel counts (3x3 convolutions
+full int8 as kubedetect.network.quantize converts them), for a sweep of channel counts (3x3 convolutions
 of about 10 M multiply-adds), and for the whole tiny and large models; instructions inside
 `xnn_invoke_runtime` (the inference itself, not loading or planning), per inference.
 
@@ -72,8 +72,8 @@ def write_models(folder) -> dict[str, tuple[object, int]]:
     import numpy as np
 
     from kubedetect.config import ModelConfig
-    from kubedetect.model import build_detector, count_flops
-    from kubedetect.quantize import convert
+    from kubedetect.network.architecture import build_detector, count_flops
+    from kubedetect.network.quantize import convert
 
     folder.mkdir(parents=True, exist_ok=True)
     models = {}

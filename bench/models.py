@@ -1,11 +1,11 @@
 """The large model against the tiny one (issue 19, point 6), on real photos at the same budget.
 
 For cards and bccd (../shared/datasets), each model size is trained from scratch in one process
-(`python -m kubedetect.train ... --model-size S`) for the same number of epochs, then
+(`python -m kubedetect.training.train ... --model-size S`) for the same number of epochs, then
 `kubedetect quantize --mode float32,int8 --report --split test` measures the Keras export and
 its variants with the one evaluator on the held-out test split, and times them on this CPU
 (its model and SIMD flags printed beside every latency). Parameters and FLOPs per image come
-from the exported model (kubedetect.model.count_flops).
+from the exported model (kubedetect.network.architecture.count_flops).
 
 Target: the large model at least 5 points of test mAP@0.5 above the tiny one on both sets, at a
 budget long enough to converge (the default, 300 epochs: many hours on two CPU cores; the large
@@ -34,7 +34,7 @@ def shards_of(dataset: str):
     shards.parent.mkdir(parents=True, exist_ok=True)
     if not (shards / "dataset.json").exists():
         run(
-            python("-m", "kubedetect.cli", "preprocess", str(source), str(shards),
+            python("-m", "cli", "preprocess", str(source), str(shards),
                    "--image-size", str(IMAGE_SIZE), "--quiet"),
             WORK / "models" / dataset / "preprocess.log",
         )  # fmt: skip
@@ -45,19 +45,19 @@ def measure(dataset: str, size: str, args) -> dict:
     """Train one size on one set, quantize, report; the row of the results table."""
     import keras
 
-    from kubedetect.model import count_flops
+    from kubedetect.network.architecture import count_flops
 
     work = WORK / "models" / dataset / size
     shards, model, variants = shards_of(dataset), work / "model", work / "variants"
     before = load()
     seconds = run(
-        python("-m", "kubedetect.train", str(shards), str(model), "--model-size", size,
+        python("-m", "kubedetect.training.train", str(shards), str(model), "--model-size", size,
                "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
                "--eval-every", str(max(1, args.epochs // 10)), "--no-progress"),
         work.with_suffix(".train.log"),
     )  # fmt: skip
     run(
-        python("-m", "kubedetect.cli", "quantize", str(model), str(variants),
+        python("-m", "cli", "quantize", str(model), str(variants),
                "--mode", "float32,int8", "--report", "--split", "test",
                "--threads", str(args.threads)),
         work.with_suffix(".quantize.log"),

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# TensorFlow and kubedetect.preprocess are imported inside main(): the worker processes are
+# TensorFlow and kubedetect.data.shards are imported inside main(): the worker processes are
 # started with 'spawn' and re-import this module, and must not pay for TensorFlow.
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"  # beside the checkout
@@ -51,7 +51,7 @@ def _warm_page_cache(root: Path) -> int:
 
 def _kubedetect_run(root: Path, workers: int):
     from kubedetect.config import PreprocessConfig
-    from kubedetect.preprocess import preprocess
+    from kubedetect.data.shards import preprocess
 
     def run() -> int:
         with tempfile.TemporaryDirectory(prefix="bench-preprocess-") as out:

@@ -30,10 +30,10 @@ ROUNDS = 5
 
 def interleaved_latency(variants, image, threads: int) -> dict:
     """Per variant, the best of ROUNDS medians, the variants taking turns in every round
-    (kubedetect.quantize.interleaved_latency), and the CPU other processes took meanwhile."""
-    from kubedetect.quantize import MODES
-    from kubedetect.quantize import interleaved_latency as measure
-    from kubedetect.runtime import TFLiteDetector
+    (kubedetect.network.quantize.interleaved_latency), and the CPU other processes took meanwhile."""
+    from kubedetect.inference.runtime import TFLiteDetector
+    from kubedetect.network.quantize import MODES
+    from kubedetect.network.quantize import interleaved_latency as measure
 
     detectors = {m: TFLiteDetector(str(variants / m), num_threads=threads) for m in MODES}
     with OthersCpu() as others:
@@ -47,8 +47,8 @@ def interleaved_latency(variants, image, threads: int) -> dict:
 
 def main(argv: list[str]) -> int:
     from kubedetect.cpuinfo import cpu_line
-    from kubedetect.evaluate import load_split
-    from kubedetect.quantize import MODES, report_table
+    from kubedetect.evaluation.evaluate import load_split
+    from kubedetect.network.quantize import MODES, report_table
 
     model = synthetic_model(train_again=False)
     variants = WORK / "synthetic" / "variants"
@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
         run(
             python(
                 "-m",
-                "kubedetect.cli",
+                "cli",
                 "quantize",
                 str(model),
                 str(variants),

@@ -67,7 +67,7 @@ def model_folder(work: Path) -> Path:
 
 def run_bare(model_dir: Path, files: list[Path], concurrency: int, duration: float) -> dict:
     """A closed loop of `concurrency` requests against the model in this process, no HTTP."""
-    from serving.model import DetectorModel
+    from serving.lifecycle import DetectorModel
 
     model = DetectorModel("detector", str(model_dir), num_threads=len(os.sched_getaffinity(0)))
     model.load()

@@ -1,7 +1,7 @@
 """Training benchmarks (issue 3), each through the real entrypoints and written to
 docs/BENCHMARKS.md with the machine's load average at the time:
 
-- synthetic: the `make demo` settings (kubedetect.train.DEMO) on synthetic shapes; validation
+- synthetic: the `make demo` settings (kubedetect.training.train.DEMO) on synthetic shapes; validation
   mAP@0.5 after every epoch against wall time, plotted. Target: float mAP@0.5 >= 0.90 within 10
   minutes of training on this 2-core machine.
 - workers: training throughput of 2 local workers (MultiWorkerMirroredStrategy, `kubedetect
@@ -74,14 +74,14 @@ def history(model_dir: Path) -> list[dict]:
 
 def synthetic_shards() -> Path:
     """The demo's data: DEMO images of synthetic shapes (seed 0), preprocessed at its size."""
-    from kubedetect.train import DEMO
+    from kubedetect.training.train import DEMO
 
     data, shards = WORK / "synthetic" / "voc", WORK / "synthetic" / f"shards-{DEMO['image_size']}"
     if not (shards / "dataset.json").exists():
         run(
             python(
                 "-m",
-                "kubedetect.cli",
+                "cli",
                 "data",
                 "synth",
                 str(data),
@@ -96,7 +96,7 @@ def synthetic_shards() -> Path:
         run(
             python(
                 "-m",
-                "kubedetect.cli",
+                "cli",
                 "preprocess",
                 str(data),
                 str(shards),
@@ -113,7 +113,7 @@ def evaluate(model: Path, shards: Path, split: str, out: Path) -> dict:
     run(
         python(
             "-m",
-            "kubedetect.cli",
+            "cli",
             "evaluate",
             str(model),
             str(shards),
@@ -135,7 +135,7 @@ def evaluate(model: Path, shards: Path, split: str, out: Path) -> dict:
 
 def synthetic_model(train_again: bool = True) -> Path:
     """Train the demo model (every epoch evaluated); returns its export folder."""
-    from kubedetect.train import DEMO, demo_flags
+    from kubedetect.training.train import DEMO, demo_flags
 
     shards = synthetic_shards()
     model = WORK / "synthetic" / "model"
@@ -143,7 +143,7 @@ def synthetic_model(train_again: bool = True) -> Path:
         run(
             python(
                 "-m",
-                "kubedetect.train",
+                "kubedetect.training.train",
                 str(shards),
                 str(model),
                 *demo_flags(),
@@ -158,7 +158,7 @@ def synthetic_model(train_again: bool = True) -> Path:
 
 
 def bench_synthetic() -> bool:
-    from kubedetect.train import DEMO
+    from kubedetect.training.train import DEMO
 
     before = load()
     model = synthetic_model()
@@ -178,7 +178,9 @@ def bench_synthetic() -> bool:
         card["provenance"]["trained_on"]["train_images"]
     } train, {metrics["images"]} val),
 {DEMO["image_size"]} px, {DEMO["epochs"]} epochs, global batch {DEMO["batch_size"]}, one process
-(`python -m kubedetect.train`), the default model ({card["provenance"]["model"]["backbone"]}, width
+(`python -m kubedetect.training.train`), the default model ({
+        card["provenance"]["model"]["backbone"]
+    }, width
 {card["provenance"]["model"]["width"]}). Validation mAP measured after every epoch (time spent
 evaluating counts in the wall time). Load average (1/5/15 min) before: {before}; after: {after}.
 
@@ -289,9 +291,9 @@ def throughput(workers: int, round_: int) -> dict:
     ]
     before = load()
     if workers == 1:
-        command = python("-m", "kubedetect.train", *flags)
+        command = python("-m", "kubedetect.training.train", *flags)
     else:
-        command = python("-m", "kubedetect.cli", "train", *flags, "--workers", str(workers))
+        command = python("-m", "cli", "train", *flags, "--workers", str(workers))
     run(command, WORK / "workers" / f"w{workers}-r{round_}.log")
     rows = history(model)[1:]  # the first epoch includes tracing and filling the cache
     seconds = sum(r["epoch_seconds"] for r in rows)
@@ -323,7 +325,7 @@ def bench_workers() -> bool:
     body = f"""
 Synthetic shapes at 256 px, global batch {BATCH}, {EPOCHS} epochs of {STEPS} steps; images/s over
 epochs 2-{EPOCHS} (the first includes tracing and cache filling), in interleaved rounds. 1 worker:
-`python -m kubedetect.train`, 2 op threads. 2 workers: `kubedetect train --workers 2` (real
+`python -m kubedetect.training.train`, 2 op threads. 2 workers: `kubedetect train --workers 2` (real
 processes, TF_CONFIG on localhost, MultiWorkerMirroredStrategy), 1 op thread each, batch 16 each.
 
 {
@@ -347,7 +349,7 @@ Target >= {WORKERS_TARGET}: {verdict(ok)}
 
 With TensorFlow's default CPU allocator the same comparison gave 0.62 (21-23 images/s with two
 workers): each MultiWorkerMirroredStrategy worker took about 110k page faults a second, a third
-of its CPU time in the kernel. kubedetect.train now selects the caching BFC allocator
+of its CPU time in the kernel. kubedetect.training.train now selects the caching BFC allocator
 (docs/TRAINING.md, "The CPU allocator").
 """
     write_section("train-workers", "Training: 2 workers against 1 on the same 2 cores", body)
@@ -369,7 +371,7 @@ def bench_cards() -> bool:
         run(
             python(
                 "-m",
-                "kubedetect.cli",
+                "cli",
                 "preprocess",
                 str(cards),
                 str(shards),
@@ -381,7 +383,14 @@ def bench_cards() -> bool:
         )
     before = load()
     seconds = run(
-        python("-m", "kubedetect.train", str(shards), str(model), *CARDS_SETTINGS, "--no-progress"),
+        python(
+            "-m",
+            "kubedetect.training.train",
+            str(shards),
+            str(model),
+            *CARDS_SETTINGS,
+            "--no-progress",
+        ),
         WORK / "cards-train.log",
     )
     after = load()

@@ -2,7 +2,7 @@
 256 px, with the default settings under a 4 GiB budget (KUBEDETECT_MEMORY_LIMIT=4Gi, as the
 downward API would state a pod's limit), against the earlier default, which kept every decoded
 training image in memory (`--cache memory`). One epoch each, through `python -m
-kubedetect.train`; the peak is the kernel's (wait4's ru_maxrss), and RSS is sampled every half
+kubedetect.training.train`; the peak is the kernel's (wait4's ru_maxrss), and RSS is sampled every half
 second for the plot. Target: the defaults stay within the budget.
 
     python -m bench.train_memory [--images 20000] [--image-size 256] [--limit 4Gi] [--epochs 1]
@@ -57,12 +57,12 @@ def shards_of(images: int, image_size: int) -> Path:
         root.mkdir(parents=True, exist_ok=True)
         if not (data / "ImageSets").exists():
             run(
-                python("-m", "kubedetect.cli", "data", "synth", str(data))
+                python("-m", "cli", "data", "synth", str(data))
                 + ["--images", str(images), "--seed", "0", "--quiet"],
                 root / "synth.log",
             )
         run(
-            python("-m", "kubedetect.cli", "preprocess", str(data), str(shards))
+            python("-m", "cli", "preprocess", str(data), str(shards))
             + ["--image-size", str(image_size), "--quiet"],
             root / "preprocess.log",
         )
@@ -85,7 +85,7 @@ def train_once(label: str, shards: Path, flags: list[str], limit: str, epochs: i
     slug = re.sub(r"[^a-z]+", "-", label.lower()).strip("-")
     model, log = WORK / "memory" / f"model-{slug}", WORK / "memory" / f"train-{slug}.log"
     shutil.rmtree(model, ignore_errors=True)  # a fresh run, never a resumed one
-    command = python("-m", "kubedetect.train", str(shards), str(model))
+    command = python("-m", "kubedetect.training.train", str(shards), str(model))
     command += ["--epochs", str(epochs), "--no-progress", *flags]
     env = dict(
         os.environ, KUBEDETECT_MEMORY_LIMIT=limit, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1"
@@ -153,8 +153,8 @@ def gib(size: float) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from kubedetect.inputs import cached_bytes
     from kubedetect.resources import parse_quantity
+    from kubedetect.training.inputs import cached_bytes
 
     parser = argparse.ArgumentParser(prog="python -m bench.train_memory")
     parser.add_argument("--images", type=int, default=20_000)
@@ -176,7 +176,7 @@ def main(argv: list[str]) -> int:
     image = plot(results, limit_bytes, IMAGES / "bench_train_memory.png")
     body = f"""
 {args.images:,} synthetic images (seed 0) at {args.image_size} px: {splits} images; decoded,
-the training split takes {gib(decoded)}. One process (`python -m kubedetect.train`),
+the training split takes {gib(decoded)}. One process (`python -m kubedetect.training.train`),
 {args.epochs} epoch(s), every other setting at its default (batch 32, shuffle buffer 2048,
 validation after the epoch), each run under `KUBEDETECT_MEMORY_LIMIT={args.limit}`. Peak RSS is
 the kernel's for the training process (wait4's ru_maxrss). CPU flags: {cpu_flags()}.

@@ -7,7 +7,7 @@ For each set, in one run:
 
 1. this checkout preprocesses the set (letterboxed) and trains with its defaults (the length
    follows from the --images-seen budget; the best validation's averaged weights exported):
-   the wall time T of `python -m kubedetect.train` with seed 0;
+   the wall time T of `python -m kubedetect.training.train` with seed 0;
 2. the baseline preprocesses the set its way (stretched) and trains with the recipe its own
    benchmark used for cards (`--batch-size 16 --eval-every 10`, and its other defaults) for as
    many epochs as fit in T: a short calibration run measures its images/s first;
@@ -141,7 +141,7 @@ def main(argv: list[str]) -> int:
             f"Load average {r['load']}."
         )
     body = f"""
-One process each (`python -m kubedetect.train`), in one run, {args.seeds} seed(s) of each recipe
+One process each (`python -m kubedetect.training.train`), in one run, {args.seeds} seed(s) of each recipe
 (`--seed 0, 1, ...`), alternately. **This checkout**: `kubedetect train SHARDS MODEL` with no
 flags, on shards it letterboxed. **Baseline** (main at {baseline().name}, today's recipe before
 issue 19): stretched shards, `{" ".join(BASELINE_RECIPE)}` (its cards benchmark's recipe) for as

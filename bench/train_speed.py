@@ -7,7 +7,7 @@ images/s against the baseline's (main before issue 19), measured side by side in
    step compiled by XLA; CPU op threads 1 and 2. Variants alternate in rounds (medians), so
    that the machine's other work weighs on all of them. Then TensorFlow's profiler: op time of
    the baseline's step by kind (convolutions, batch norm, loss and optimizer, ...).
-2. End to end: `python -m kubedetect.train` of the baseline commit (a git worktree, its own
+2. End to end: `python -m kubedetect.training.train` of the baseline commit (a git worktree, its own
    shards) and of this checkout on the cards photos, the same settings (batch, epochs,
    validation at the end only), alternately for --rounds rounds. images/s of epochs 2 to E
    from each run's history (wall clock between the ends of epoch 1 and E: checkpoints and
@@ -125,12 +125,12 @@ def parts(shards, batch: int, rounds: int, threads: int = 2) -> dict:
     import keras
     import tensorflow as tf
 
-    from kubedetect.batchnorm import with_fused_batch_norm
     from kubedetect.config import TrainConfig
-    from kubedetect.inputs import training_dataset
-    from kubedetect.losses import detection_losses
-    from kubedetect.model import build_detector
-    from kubedetect.preprocess import load_manifest, shard_paths
+    from kubedetect.data.shards import load_manifest, shard_paths
+    from kubedetect.network.architecture import build_detector
+    from kubedetect.network.batchnorm import with_fused_batch_norm
+    from kubedetect.training.inputs import training_dataset
+    from kubedetect.training.losses import detection_losses
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
@@ -387,7 +387,7 @@ over threads; total {total:.0f} ms):
         ]  # fmt: skip
         ok = ratio >= SPEED_TARGET
         body += f"""
-**End to end** (`python -m kubedetect.train`, cards, `--epochs {args.epochs} --batch-size
+**End to end** (`python -m kubedetect.training.train`, cards, `--epochs {args.epochs} --batch-size
 {args.batch_size}`, validation after the last epoch only; the baseline {old[0]["version"]} on its
 own stretched shards, this checkout on letterboxed ones; alternating, {args.rounds} round(s)).
 images/s: epochs 2-{args.epochs} by the wall clock (from the end of epoch 1 to the end of the

@@ -32,6 +32,14 @@ class Version:
     name: str
     root: Path
 
+    def module(self, role: str) -> str:
+        """The module this version runs as `python -m` for `role` ("cli" or "train"): trees
+        before issue 21's regroup had both at the top of kubedetect/."""
+        regrouped = (self.root / "cli" / "main.py").exists()
+        if role == "cli":
+            return "cli" if regrouped else "cli"
+        return "kubedetect.training.train" if regrouped else "kubedetect.train"
+
     def run(self, args: list[str], log: Path) -> float:
         """Run a kubedetect command of this version; its output to `log`; seconds taken."""
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(self.root))
@@ -55,23 +63,23 @@ class Version:
         out = WORK / "versions" / self.name / f"{name}-{image_size}"
         if not (out / "dataset.json").exists():
             self.run(
-                ["kubedetect.cli", "preprocess", str(data), str(out), "--image-size",
+                [self.module("cli"), "preprocess", str(data), str(out), "--image-size",
                  str(image_size), "--quiet"],
                 out.parent / f"{name}-preprocess.log",
             )  # fmt: skip
         return out
 
     def train(self, shards: Path, model: Path, flags: list[str]) -> float:
-        """`python -m kubedetect.train` (one process) with `flags`; wall seconds."""
+        """Training (one process) with `flags`; wall seconds."""
         return self.run(
-            ["kubedetect.train", str(shards), str(model), "--no-progress", *flags],
+            [self.module("train"), str(shards), str(model), "--no-progress", *flags],
             model.parent / f"{model.name}-train.log",
         )
 
     def evaluate(self, model: Path, shards: Path, split: str) -> dict:
         out = model.parent / f"{model.name}-{split}"
         self.run(
-            ["kubedetect.cli", "evaluate", str(model), str(shards), "--split", split, "--out",
+            [self.module("cli"), "evaluate", str(model), str(shards), "--split", split, "--out",
              str(out), "--quiet", "--no-plots"],
             model.parent / f"{model.name}-{split}.log",
         )  # fmt: skip

@@ -27,9 +27,9 @@ def deploy(
     import json
     import os
 
-    from kubedetect import registry
     from kubedetect.config import ClusterConfig
-    from kubedetect.modelcard import ModelCard
+    from kubedetect.inference import registry
+    from kubedetect.io.modelcard import ModelCard
 
     print(f"quality gate: {decision}")
     if not approved:

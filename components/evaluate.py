@@ -18,7 +18,7 @@ def evaluate(
 
     from components.html import plots_page
     from kubedetect.config import EvalConfig
-    from kubedetect.evaluate import evaluate as run
+    from kubedetect.evaluation.evaluate import evaluate as run
 
     folder = tempfile.mkdtemp(prefix="evaluation-")
     result = run(model.path, dataset.path, folder, EvalConfig(split=split), progress=False)
@@ -44,11 +44,11 @@ def quantize(
     from collections import namedtuple
 
     from kubedetect.config import QuantizeConfig
-    from kubedetect.ensemble import gain_and_cost
-    from kubedetect.evaluate import resolve_split
-    from kubedetect.modelcard import ModelCard
-    from kubedetect.quantize import quantize_model, report_table
-    from kubedetect.quantize import report as measure
+    from kubedetect.evaluation.evaluate import resolve_split
+    from kubedetect.inference.ensemble import gain_and_cost
+    from kubedetect.io.modelcard import ModelCard
+    from kubedetect.network.quantize import quantize_model, report_table
+    from kubedetect.network.quantize import report as measure
 
     config = QuantizeConfig(
         modes=tuple(modes.split(",")),
@@ -104,9 +104,9 @@ def quality_gate(
     import os
     from collections import namedtuple
 
-    from kubedetect.champion import compare
-    from kubedetect.quantize import gate
-    from kubedetect.registry import in_service
+    from kubedetect.evaluation.champion import compare
+    from kubedetect.inference.registry import in_service
+    from kubedetect.network.quantize import gate
 
     with open(os.path.join(variants.path, "report.json")) as f:
         result = gate(json.load(f), min_map, max_map_drop, serve_variant)

@@ -1,6 +1,6 @@
 """The TFJob that trains kubedetect on a cluster: built, submitted, watched, explained, cleaned up.
 
-The job runs `python -m kubedetect.train` (the same entrypoint as the local launcher) in N
+The job runs `python -m kubedetect.training.train` (the same entrypoint as the local launcher) in N
 Worker replicas. The Training Operator v1 gives each pod its TF_CONFIG (only to the container
 named `tensorflow`, and only when there is more than one replica); with no Chief replica,
 worker 0 is the chief, and the job succeeds when it exits 0. Pods restart on failure and resume
@@ -91,7 +91,7 @@ def build_tfjob(
     container = k8s.V1Container(
         name=CONTAINER,
         image=cluster.worker_image(),
-        command=["python", "-m", "kubedetect.train"],
+        command=["python", "-m", "kubedetect.training.train"],
         args=args,
         ports=[k8s.V1ContainerPort(name="tfjob-port", container_port=PORT)],
         env=[

@@ -18,16 +18,16 @@ def train(
     candidate: str = "",
     share: int = 1,
 ):
-    """Train one candidate (`candidate`: kubedetect.candidates.Candidate as JSON; "" the
+    """Train one candidate (`candidate`: kubedetect.training.candidates.Candidate as JSON; "" the
     training's own settings) on the dataset, export it, and score it on the validation split;
-    `epochs` 0: as long as the `images_seen` budget asks for (kubedetect.budget).
+    `epochs` 0: as long as the `images_seen` budget asks for (kubedetect.training.budget).
 
     launcher='tfjob': put the shards on the workspace volume (a bootstrap candidate's sample of
-    them), submit a TFJob of `workers` replicas of `python -m kubedetect.train` (checkpoints on
-    the volume, so restarted workers resume), stream the chief's log, copy the export back as
-    this step's artifact. The job is named after `run_name` and the candidate (the pipeline
-    gives the run's id: unique per run and candidate, the same when the step is retried, which
-    then follows or replaces its job and resumes from its checkpoints); it is deleted if the
+    them), submit a TFJob of `workers` replicas of `python -m kubedetect.training.train`
+    (checkpoints on the volume, so restarted workers resume), stream the chief's log, copy the
+    export back as this step's artifact. The job is named after `run_name` and the candidate (the
+    pipeline gives the run's id: unique per run and candidate, the same when the step is retried,
+    which then follows or replaces its job and resumes from its checkpoints); it is deleted if the
     step fails or is terminated (components/tfjob.py).
     launcher='local': the local launcher, `workers` processes with their own TF_CONFIG, with a
     `share`-th of this machine's cores and memory when `share` candidates train side by side.
@@ -39,9 +39,9 @@ def train(
     import tempfile
     import time
 
-    from kubedetect.candidates import Candidate, bootstrap_shards, score, train_locally
     from kubedetect.config import ClusterConfig, gpu_model_size
-    from kubedetect.modelcard import ModelCard
+    from kubedetect.io.modelcard import ModelCard
+    from kubedetect.training.candidates import Candidate, bootstrap_shards, score, train_locally
 
     config = ClusterConfig(**json.loads(cluster))
     chosen = Candidate.from_json(candidate) if candidate else Candidate(0)
@@ -56,7 +56,7 @@ def train(
         if config.gpus_per_worker > 0 and "--require-gpus" not in flags:
             flags += ["--require-gpus", str(config.gpus_per_worker)]  # the step was given GPUs
         flags = gpu_model_size(flags, config.gpus_per_worker)  # and so trains the large model
-        from kubedetect.launch import WORKER_LOG_DIR
+        from kubedetect.training.launch import WORKER_LOG_DIR
 
         shards, scratch = dataset.path, None
         if chosen.bootstrap:

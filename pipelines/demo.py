@@ -20,7 +20,7 @@ import time
 from kubedetect.config import TrainConfig
 from kubedetect.console import Console, progress_wanted, shown
 from kubedetect.errors import KubedetectError
-from kubedetect.train import DEMO
+from kubedetect.training.train import DEMO
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +124,7 @@ def _demo(args: argparse.Namespace) -> int:
     command = [
         sys.executable,
         "-m",
-        "kubedetect.cli",
+        "cli",
         "serve",
         shown(model),
         "--host",
@@ -141,8 +141,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def training_params(args: argparse.Namespace) -> dict:
     """The pipeline's training parameters: on synthetic shapes, the demo's settings
-    (kubedetect.train.DEMO); on a team's own photos, kubedetect train's defaults, whose length
-    follows the data (the --images-seen budget), as a first run on real data should."""
+    (kubedetect.training.train.DEMO); on a team's own photos, kubedetect train's defaults, whose
+    length follows the data (the --images-seen budget), as a first run on real data should."""
     if args.data:
         defaults = TrainConfig()
         return {

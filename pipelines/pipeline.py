@@ -38,7 +38,6 @@ from components.deploy import deploy
 from components.evaluate import evaluate, quality_gate, quantize
 from components.steppod import FIELDS as STEP_POD_FIELDS
 from components.train import train
-from kubedetect.candidates import machine_parallelism
 from kubedetect.config import (
     ClusterConfig,
     DataConfig,
@@ -50,6 +49,7 @@ from kubedetect.config import (
     to_dict,
 )
 from kubedetect.errors import KubedetectError
+from kubedetect.training.candidates import machine_parallelism
 
 NAME = "kubedetect"
 DEFAULTS = {  # the pipeline's parameters and their defaults, from the one config of each concern
@@ -173,7 +173,7 @@ def build_pipeline(
         model = selected.outputs["chosen"]
         # The final report: on `test` where the data has one (never seen in training, nor used
         # to pick the exported weights or the candidate), else on `val`
-        # (kubedetect.evaluate.final_split).
+        # (kubedetect.evaluation.evaluate.final_split).
         evaluated = evaluate_op(model=model, dataset=dataset, split="auto").set_display_name(
             "evaluate"
         )

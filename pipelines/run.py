@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from kubedetect.config import ClusterConfig, PipelineConfig
 from kubedetect.console import Console, shown
 from kubedetect.errors import KubedetectError
-from kubedetect.launch import WORKER_LOG_DIR
+from kubedetect.training.launch import WORKER_LOG_DIR
 
 # Everything on this machine: the candidates share its cores (candidate_parallelism 0).
 LOCAL = PipelineConfig(launcher="local", deploy_to="local", candidate_parallelism=0)
@@ -148,7 +148,7 @@ def run_local(
     before = set(os.listdir(pipeline_root))
     pipeline = build_pipeline(settings)
     # Every step inherits these: TensorFlow's start-up chatter off, and where the local
-    # launcher writes each training worker's full log (kubedetect.launch).
+    # launcher writes each training worker's full log (kubedetect.training.launch).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ[WORKER_LOG_DIR] = log_dir
     logs = TaskLogs(

@@ -27,12 +27,12 @@ from werkzeug.routing import BaseConverter
 
 from kubedetect.config import ServeConfig
 from kubedetect.resources import memory_limit, parse_quantity
-from serving import health, metrics
+from serving import health, prometheus
 from serving.api import detect, kserve_v1, metrics_api, openapi, v2, web
 from serving.body import drain
 from serving.errors import ServingError, Unavailable
+from serving.lifecycle import DetectorModel
 from serving.memory import resident
-from serving.model import DetectorModel
 from serving.service import Service
 
 log = logging.getLogger("kubedetect.serving")
@@ -124,7 +124,7 @@ def _register_errors(app: Flask, config: ServeConfig) -> None:
     @app.errorhandler(ServingError)
     def serving_error(exc: ServingError):
         if isinstance(exc, Unavailable):
-            metrics.REJECTED.labels(type(exc).__name__).inc()
+            prometheus.REJECTED.labels(type(exc).__name__).inc()
         return _error(exc.status, exc.message, exc.retry_after)
 
     @app.errorhandler(RequestEntityTooLarge)
@@ -160,7 +160,10 @@ def _register_request_metrics(app: Flask, config: ServeConfig) -> None:
         labels = (route, request.method, str(response.status_code))
         counted_in = per_route.get(labels)
         if counted_in is None:  # the metrics' children for these labels, looked up once
-            counted_in = (metrics.REQUESTS.labels(*labels), metrics.REQUEST_SECONDS.labels(*labels))
+            counted_in = (
+                prometheus.REQUESTS.labels(*labels),
+                prometheus.REQUEST_SECONDS.labels(*labels),
+            )
             per_route[labels] = counted_in
         counted_in[0].inc()
         counted_in[1].observe(elapsed)

@@ -34,7 +34,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from serving import metrics
+from serving import prometheus
 from serving.errors import InferenceFailed, NotReady, QueueFull, TimedOut
 
 log = logging.getLogger("kubedetect.serving")
@@ -217,7 +217,7 @@ class Batcher:
                 time.sleep(min(8.0, 0.5 * 2**attempts))
                 continue
             attempts, self.state, self.failure = 0, "ready", None
-            metrics.MODEL_READY.set(1)
+            prometheus.MODEL_READY.set(1)
             log.info("model ready: warmed up in %.2f s", time.perf_counter() - started)
             try:
                 if self._serve() is _STOP:
@@ -225,7 +225,7 @@ class Batcher:
             except Exception as exc:  # a broken interpreter (or batcher): rebuild, then serve
                 rebuild, self.state = True, "loading"
                 self.failure = f"{type(exc).__name__}: {exc}"
-                metrics.MODEL_READY.set(0)
+                prometheus.MODEL_READY.set(0)
                 log.exception("inference failed; rebuilding the interpreters")
 
     def _serve(self):
@@ -239,7 +239,7 @@ class Batcher:
                 continue
             # Metrics are written once a batch: in multiprocess mode every write is a locked
             # write to a memory-mapped file. The queue depth is what waits as the batch starts.
-            metrics.QUEUE_DEPTH.set(self._queue.qsize())
+            prometheus.QUEUE_DEPTH.set(self._queue.qsize())
             self.running_since = time.monotonic()
             try:
                 outputs = self._predict(np.stack([job.pixels for job in batch]))
@@ -256,9 +256,9 @@ class Batcher:
             finally:
                 elapsed = time.monotonic() - self.running_since
                 self.running_since = None
-            metrics.INFERENCE_SECONDS.observe(elapsed)
-            metrics.BATCH_SIZE.observe(len(batch))
-            metrics.IMAGES.inc(len(batch))
+            prometheus.INFERENCE_SECONDS.observe(elapsed)
+            prometheus.BATCH_SIZE.observe(len(batch))
+            prometheus.IMAGES.inc(len(batch))
             for job, result in zip(batch, outputs, strict=True):
                 job.finish(result)
 
@@ -290,6 +290,6 @@ class Batcher:
         if self._gave_up:
             return
         self._gave_up = True
-        metrics.MODEL_READY.set(0)
+        prometheus.MODEL_READY.set(0)
         log.error("giving up on this worker: %s", reason)
         self._on_give_up(reason)

@@ -1,6 +1,6 @@
 """Boxes drawn on the image, for `/v1/detect?format=jpeg`: a picture to check at a glance.
 
-The picture is the reduced image the model's input was made from (kubedetect.images shrinks a
+The picture is the reduced image the model's input was made from (kubedetect.io.images shrinks a
 large image by up to 8 while decoding it), not the original: a 40-megapixel upload is never
 decoded twice, nor copied at full size to draw on.
 """
@@ -12,7 +12,7 @@ import io
 
 from PIL import Image, ImageDraw, ImageFont
 
-from serving.model import Detection
+from serving.lifecycle import Detection
 
 
 def class_colour(class_id: int) -> tuple[int, int, int]:

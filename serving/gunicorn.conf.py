@@ -62,6 +62,6 @@ def post_worker_init(worker):
 
 
 def child_exit(server, worker):
-    from serving.metrics import worker_exited
+    from serving.prometheus import worker_exited
 
     worker_exited(worker.pid)

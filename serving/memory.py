@@ -15,7 +15,7 @@ copies of its body (the bytes and what is parsed from them: a form's file, base6
 `threads x max_body_bytes x 2` is set aside for them. Memory is counted as the kernel's
 proportional set size, in which pages shared with the master after the fork count once.
 
-A decode reserves what `kubedetect.images.decode_cost` says it will hold at its peak, before
+A decode reserves what `kubedetect.io.images.decode_cost` says it will hold at its peak, before
 any pixel is decoded. Reservations are granted in arrival order; one that does not fit waits
 until earlier ones end, at most until its request's deadline (then 503 with Retry-After). An
 image whose decode alone would not fit in the budget is refused (400), as a decompression bomb

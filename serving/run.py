@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from kubedetect.config import ServeConfig, to_env
-from kubedetect.ensemble import verify
 from kubedetect.errors import KubedetectError
-from kubedetect.modelcard import ModelCard
+from kubedetect.inference.ensemble import verify
+from kubedetect.io.modelcard import ModelCard
 
 CONF = Path(__file__).resolve().parent / "gunicorn.conf.py"
 

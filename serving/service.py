@@ -19,8 +19,8 @@ from flask import current_app
 from kubedetect.config import ServeConfig
 from serving.batching import Batcher
 from serving.errors import BadRequest, ModelNotFound
+from serving.lifecycle import DecodeParameters, Detection, DetectorModel
 from serving.memory import DecodeBudget, MemoryPlan
-from serving.model import DecodeParameters, Detection, DetectorModel
 
 log = logging.getLogger("kubedetect.serving")
 

@@ -70,7 +70,7 @@ def synth_dir(tmp_path_factory) -> Path:
 def synth_shards(synth_dir, tmp_path_factory) -> Path:
     """The synthetic set preprocessed to 128 px shards (2 per split)."""
     from kubedetect.config import PreprocessConfig
-    from kubedetect.preprocess import preprocess
+    from kubedetect.data.shards import preprocess
 
     out = tmp_path_factory.mktemp("synth-shards")
     preprocess(
@@ -84,7 +84,8 @@ def synth_shards(synth_dir, tmp_path_factory) -> Path:
 # ----------------------------------------------------------------------------------------------
 # A trained detector and its quantized variants, for the training, evaluation, quantization and
 # serving tests. Trained once per session through the real entrypoint (`python -m
-# kubedetect.train`), briefly: it finds synthetic shapes, roughly (val mAP@0.5 about 0.6-0.7).
+# kubedetect.training.train`), briefly: it finds synthetic shapes, roughly (val mAP@0.5 about
+# 0.6-0.7).
 # ----------------------------------------------------------------------------------------------
 
 TRAINED_IMAGE_SIZE = 128
@@ -95,8 +96,8 @@ TRAINED_EPOCHS = 28
 def trained_shards(tmp_path_factory) -> Path:
     """The shards `trained_model` learnt from: 400 synthetic images at 128 px, 2 shards a split."""
     from kubedetect.config import PreprocessConfig
+    from kubedetect.data.shards import preprocess
     from kubedetect.data.synth import synthesize
-    from kubedetect.preprocess import preprocess
 
     root = tmp_path_factory.mktemp("trained-data")
     synthesize(str(root / "voc"), 400, seed=11, progress=False)
@@ -111,7 +112,7 @@ def trained_shards(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_model(trained_shards, tmp_path_factory) -> Path:
     """A model folder (model.keras, model.json, labels.json, history.csv): a small detector
-    trained for about a minute on `trained_shards` by `python -m kubedetect.train`."""
+    trained for about a minute on `trained_shards` by `python -m kubedetect.training.train`."""
     import subprocess
     import sys
 
@@ -119,7 +120,7 @@ def trained_model(trained_shards, tmp_path_factory) -> Path:
     command = [
         sys.executable,
         "-m",
-        "kubedetect.train",
+        "kubedetect.training.train",
         str(trained_shards),
         str(model_dir),
         "--epochs",
@@ -148,7 +149,7 @@ def quantized_models(trained_model, tmp_path_factory) -> Path:
     """The variants folder of `trained_model`: float32/, float16/, dynamic/, int8/, each with
     model.tflite, model.json and labels.json, and report.json/report.md (through `kubedetect
     quantize --report`)."""
-    from kubedetect.cli import main
+    from cli.main import main
 
     out = tmp_path_factory.mktemp("quantized") / "variants"
     code = main(

@@ -142,7 +142,7 @@ def serve(
         "KUBEDETECT_PORT": str(port),  # settings by environment, as in the container
         "PYTHONUNBUFFERED": "1",
     } | (env or {})
-    argv = [sys.executable, "-m", "kubedetect.cli", "serve", str(model_dir), *flags]
+    argv = [sys.executable, "-m", "cli", "serve", str(model_dir), *flags]
     return Server(argv, workdir, port=port, env=environ, session=session, preexec_fn=preexec_fn)
 
 
@@ -155,9 +155,9 @@ def untrained_models(
     """Untrained but real model folders (one per mode), made by the project's own build and
     conversion code (calibrated on random pixels): the files `kubedetect serve` takes from
     training. The speed of a model does not depend on its weights."""
-    from kubedetect.model import build_detector
-    from kubedetect.modelcard import ModelCard, TensorSpec
-    from kubedetect.quantize import convert, write_variant
+    from kubedetect.io.modelcard import ModelCard, TensorSpec
+    from kubedetect.network.architecture import build_detector
+    from kubedetect.network.quantize import convert, write_variant
 
     model = build_detector(len(UNTRAINED_CLASSES), input_size)
     source = ModelCard(

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from servers import serve
 
-from kubedetect.candidates import Candidate, bootstrap_shards, parse_flags, plan
-from kubedetect.cli import main
+from cli.main import main
 from kubedetect.config import CandidatesConfig
 from kubedetect.errors import KubedetectError
+from kubedetect.training.candidates import Candidate, bootstrap_shards, parse_flags, plan
 
 # -- the plan ------------------------------------------------------------------------------------
 
@@ -71,7 +71,7 @@ def test_bad_candidates_are_refused_naming_the_flag(flags, message):
 def _records(shards: Path, split: str) -> list[bytes]:
     import tensorflow as tf
 
-    from kubedetect.preprocess import shard_paths
+    from kubedetect.data.shards import shard_paths
 
     return list(tf.data.TFRecordDataset(shard_paths(str(shards), split)).as_numpy_iterator())
 
@@ -86,7 +86,7 @@ def test_a_bootstrap_sample_draws_the_training_split_with_replacement(synth_shar
     assert distinct < len(original) and distinct == manifest["bootstrap"]["distinct_images"]
     # The other splits as they were; the manifest's checksums those of the new files.
     assert _records(tmp_path / "b1", "val") == _records(synth_shards, "val")
-    from kubedetect import fs
+    from kubedetect.io import fs
 
     for entry in manifest["shards"]:
         assert fs.sha256_file(str(tmp_path / "b1" / entry["path"])) == entry["sha256"]
@@ -161,7 +161,7 @@ def ensemble_variants(candidates_run, synth_shards, tmp_path_factory) -> Path:
 @pytest.mark.timeout(600)
 def test_an_ensemble_is_quantized_and_measured_as_one_model(ensemble_variants, synth_shards):
     from kubedetect.config import QuantizeConfig
-    from kubedetect.ensemble import gain_and_cost, model_bytes
+    from kubedetect.inference.ensemble import gain_and_cost, model_bytes
 
     report = json.loads((ensemble_variants / "report.json").read_text())
     rows = {row["variant"]: row for row in report["variants"]}
@@ -192,8 +192,8 @@ def test_the_served_ensemble_answers_what_the_library_fuses(ensemble_variants, t
     """A real Gunicorn serving the int8 ensemble: the same APIs, every member's interpreter,
     the shared decode per member, then weighted box fusion; the same boxes as the library."""
     from kubedetect.data.synth import synthesize
-    from kubedetect.ensemble import open_tflite
-    from kubedetect.images import load_for_model
+    from kubedetect.inference.ensemble import open_tflite
+    from kubedetect.io.images import load_for_model
 
     folder = ensemble_variants / "int8"
     synthesize(str(tmp_path / "image"), 1, seed=321, progress=False)
@@ -224,7 +224,7 @@ def test_the_served_ensemble_answers_what_the_library_fuses(ensemble_variants, t
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_changed_member_is_refused_by_serve_and_the_registry(ensemble_variants, tmp_path, capsys):
-    from kubedetect import registry
+    from kubedetect.inference import registry
 
     folder = tmp_path / "int8"
     shutil.copytree(ensemble_variants / "int8", folder)

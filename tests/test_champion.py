@@ -1,7 +1,7 @@
-"""Champion and challenger (kubedetect.champion, kubedetect.registry): which model is in service,
-on which split the two are compared, when the new one may replace the old, and what happens
-when they cannot be compared. Models here are real but untrained (the project's own build and
-conversion code): what is checked is the comparison, not the models."""
+"""Champion and challenger (kubedetect.evaluation.champion, kubedetect.inference.registry): which
+model is in service, on which split the two are compared, when the new one may replace the old, and
+what happens when they cannot be compared. Models here are real but untrained (the project's own
+build and conversion code): what is checked is the comparison, not the models."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import shutil
 import pytest
 from servers import untrained_models
 
-from kubedetect import registry
-from kubedetect.champion import Comparison, compare
-from kubedetect.evaluate import resolve_split
-from kubedetect.quantize import GateDecision
+from kubedetect.evaluation.champion import Comparison, compare
+from kubedetect.evaluation.evaluate import resolve_split
+from kubedetect.inference import registry
+from kubedetect.network.quantize import GateDecision
 
 
 @pytest.fixture(scope="module")

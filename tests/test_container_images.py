@@ -181,9 +181,9 @@ def quantized_model(images, tmp_path_factory) -> Path:
     out = world_writable(tmp_path_factory.mktemp("quantized"))
     code = """
 import numpy as np
-from kubedetect.model import build_detector
-from kubedetect.modelcard import ModelCard, TensorSpec
-from kubedetect.quantize import convert, write_variant
+from kubedetect.network.architecture import build_detector
+from kubedetect.io.modelcard import ModelCard, TensorSpec
+from kubedetect.network.quantize import convert, write_variant
 classes, size = ("circle", "square", "triangle"), 128
 model = build_detector(len(classes), size)
 source = ModelCard(kind="keras", variant="float", file="model.keras", sha256="0" * 64,
@@ -340,7 +340,7 @@ def two_worker_training(images, synth_shards, tmp_path_factory) -> dict:
     would give a 2-worker TFJob (the hosts mapped to loopback ports), sharing a workspace folder
     as the pods share the workspace PVC."""
     if not training_entrypoint_present():
-        pytest.skip("`python -m kubedetect.train` (issue 3) is not in this tree yet")
+        pytest.skip("`python -m kubedetect.training.train` (issue 3) is not in this tree yet")
     root = tmp_path_factory.mktemp("training")
     shards = root / "shards"
     shutil.copytree(synth_shards, shards)
@@ -359,9 +359,9 @@ def two_worker_training(images, synth_shards, tmp_path_factory) -> dict:
                 "--env", f"TF_CONFIG={tf_config}",
                 "-v", f"{shards}:/workspace/shards:ro", "-v", f"{work}:/workspace/out",
                 images["trainer"],
-                "python", "-m", "kubedetect.train", "/workspace/shards", "/workspace/out/model",
-                "--epochs", "1", "--checkpoint-dir", "/workspace/out/checkpoints",
-                "--cluster-timeout", "180",
+                "python", "-m", "kubedetect.training.train", "/workspace/shards",
+                "/workspace/out/model", "--epochs", "1", "--checkpoint-dir",
+                "/workspace/out/checkpoints", "--cluster-timeout", "180",
             )  # fmt: skip
         for name in names:
             try:

@@ -34,9 +34,9 @@ from test_data_support import (
 from kubedetect.config import DataConfig, PreprocessConfig
 from kubedetect.data.check import check
 from kubedetect.data.report import KINDS
+from kubedetect.data.shards import preprocess
 from kubedetect.data.voc import parse_voc
 from kubedetect.errors import AnnotationError
-from kubedetect.preprocess import preprocess
 
 CLASSES = ("cat", "dog")
 SECRET = "kubedetect-xxe-canary-7f3a9c1e"

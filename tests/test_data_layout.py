@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from test_data_support import add_image, jpeg_bytes, photo, read_shards, voc_xml, write
 
-from kubedetect.cli import build_parser
+from cli.main import build_parser
 from kubedetect.config import DataConfig, PreprocessConfig, from_args
 from kubedetect.data.scan import scan
+from kubedetect.data.shards import preprocess
 from kubedetect.errors import UnusableInputError
-from kubedetect.preprocess import preprocess
 
 JPEG = jpeg_bytes(photo(48, 32))
 

@@ -15,7 +15,7 @@ from test_data_support import assert_boxes_match, expected_boxes, oriented_size,
 
 from kubedetect.config import PreprocessConfig
 from kubedetect.data.check import check
-from kubedetect.preprocess import preprocess
+from kubedetect.data.shards import preprocess
 
 pytestmark = pytest.mark.shared
 SIZE = 256

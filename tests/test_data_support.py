@@ -104,11 +104,11 @@ def read_manifest(out_dir: Path) -> dict:
 
 
 def read_shards(out_dir: Path) -> dict[str, dict]:
-    """Every record of every split, read through tf.data with kubedetect.records.parse_example,
+    """Every record of every split, read through tf.data with kubedetect.data.example.parse_example,
     keyed by source id (the annotation's path relative to the data folder)."""
     import tensorflow as tf
 
-    from kubedetect.records import parse_example
+    from kubedetect.data.example import parse_example
 
     out_dir = Path(out_dir)
     classes = json.loads((out_dir / "labels.json").read_text())["classes"]
@@ -213,7 +213,7 @@ def assert_boxes_match(record: dict, expected: list, source: str) -> None:
 def kubedetect(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the installed `kubedetect` console script, as users do, and capture its output."""
     script = Path(sys.executable).with_name("kubedetect")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "kubedetect.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "cli"]
     return subprocess.run(
         [*command, *map(str, args)], capture_output=True, text=True, cwd=cwd or REPO, timeout=300
     )

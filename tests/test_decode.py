@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kubedetect.decode import decode, decode_batch, dequantize, peaks
-from kubedetect.metrics import box_iou
+from kubedetect.evaluation.coco import box_iou
+from kubedetect.inference.decode import decode, decode_batch, dequantize, peaks
 
 
 def maps(objects, cells=16, classes=2):
@@ -77,8 +77,8 @@ def test_int8_decode_matches_float_decode_within_quantization_error(
     size step and half an offset step. (Where a neighbouring cell's score is within one step of
     the peak's, int8 cannot tell which cell is the peak: there the detection must still be
     found, on the same object.)"""
-    from kubedetect.evaluate import load_split
-    from kubedetect.runtime import TFLiteDetector
+    from kubedetect.evaluation.evaluate import load_split
+    from kubedetect.inference.runtime import TFLiteDetector
 
     float_model = TFLiteDetector(str(quantized_models / "float32"))
     specs = TFLiteDetector(str(quantized_models / "int8")).card.outputs
@@ -125,8 +125,8 @@ def test_int8_decode_matches_float_decode_within_quantization_error(
 def test_int8_model_finds_what_the_float_model_finds(quantized_models, trained_shards):
     """End to end (int8 weights and activations, not just outputs): the confident float32
     detections are found by the int8 variant too, with the same class, in nearly the same place."""
-    from kubedetect.evaluate import load_split
-    from kubedetect.runtime import TFLiteDetector
+    from kubedetect.evaluation.evaluate import load_split
+    from kubedetect.inference.runtime import TFLiteDetector
 
     images = load_split(str(trained_shards), "val", max_images=40).images
     reference = TFLiteDetector(str(quantized_models / "float32")).predict(

@@ -10,9 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
-from kubedetect.decode import Detections
-from kubedetect.images import Frame
-from kubedetect.metrics import GroundTruth, confusion_matrix, evaluate
+from kubedetect.evaluation.coco import GroundTruth, confusion_matrix, evaluate
+from kubedetect.inference.decode import Detections
+from kubedetect.io.images import Frame
 
 CLASSES = ("circle", "square")
 
@@ -73,7 +73,7 @@ def test_map50_95_counts_a_loose_box_only_at_the_iou_thresholds_it_passes():
     """A box with IoU 0.62 to its object is right at IoU 0.50, 0.55 and 0.60 only: 3 of COCO's
     10 thresholds, so mAP@0.5:0.95 is 0.3 while mAP@0.5 is 1."""
     loose = [0.1, 0.1, 0.3, 0.4 * 0.62 + 0.1 * 0.38]  # same x range, 62 % of the height
-    from kubedetect.metrics import box_iou
+    from kubedetect.evaluation.coco import box_iou
 
     assert box_iou(np.array([A]), np.array([loose]))[0, 0] == pytest.approx(0.62, abs=1e-3)
     m = evaluate([truth([A], [0])], [found([loose], [0.9], [0])], ("circle",), score_threshold=0.5)
@@ -126,7 +126,7 @@ def test_confusion_matrix_counts_hits_confusions_misses_and_false_alarms():
 def test_evaluate_command_on_the_export_and_on_a_tflite_file(
     trained_model, quantized_models, trained_shards, tmp_path, artifacts_dir
 ):
-    from kubedetect.cli import main
+    from cli.main import main
 
     keras_out, int8_out = tmp_path / "keras", tmp_path / "int8"
     assert (
@@ -183,9 +183,9 @@ def test_evaluate_command_on_the_export_and_on_a_tflite_file(
 def test_evaluate_refuses_a_model_for_other_data(trained_model, synth_dir, tmp_path):
     """A model evaluated on shards of another image size is a clear error, not garbage metrics."""
     from kubedetect.config import EvalConfig, PreprocessConfig
+    from kubedetect.data.shards import preprocess
     from kubedetect.errors import KubedetectError
-    from kubedetect.evaluate import evaluate as evaluate_model
-    from kubedetect.preprocess import preprocess
+    from kubedetect.evaluation.evaluate import evaluate as evaluate_model
 
     preprocess(
         str(synth_dir),

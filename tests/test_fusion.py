@@ -1,12 +1,12 @@
-"""Weighted box fusion (kubedetect.fusion) on cases small enough to compute by hand: the fused
-corners are the score-weighted means, the fused score the members' mean scaled by how many of
+"""Weighted box fusion (kubedetect.inference.fusion) on cases small enough to compute by hand: the
+fused corners are the score-weighted means, the fused score the members' mean scaled by how many of
 the models found the box, and the weights from validation scores count as the paper applies them."""
 
 import numpy as np
 import pytest
 
-from kubedetect.decode import Detections
-from kubedetect.fusion import fuse, iou
+from kubedetect.inference.decode import Detections
+from kubedetect.inference.fusion import fuse, iou
 
 
 def found(*boxes) -> Detections:

@@ -1,6 +1,6 @@
-"""Image loading (kubedetect.images), the one implementation preprocessing, evaluation and serving
-share: decoding by content, EXIF orientation, any mode to RGB, decompression bombs refused before
-any pixel is allocated, and the stretch to the model's square."""
+"""Image loading (kubedetect.io.images), the one implementation preprocessing, evaluation and
+serving share: decoding by content, EXIF orientation, any mode to RGB, decompression bombs refused
+before any pixel is allocated, and the stretch to the model's square."""
 
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ from test_data_support import (
 
 from kubedetect.config import DataConfig, PreprocessConfig
 from kubedetect.data.check import check
+from kubedetect.data.shards import preprocess
 from kubedetect.errors import ImageError
-from kubedetect.images import (
+from kubedetect.io.images import (
     PAD_VALUE,
     Frame,
     decode_image,
@@ -34,7 +35,6 @@ from kubedetect.images import (
     fit_rgb,
     load_for_model,
 )
-from kubedetect.preprocess import preprocess
 
 LIMIT = 80_000_000
 RED, BLUE = (230, 20, 20), (20, 20, 230)
@@ -248,7 +248,7 @@ def test_decompression_bomb_fails_fast_without_allocating_its_pixels():
         sys.path.insert(0, "tests")
         from test_data_support import png_bomb
         from kubedetect.errors import ImageError
-        from kubedetect.images import decode_image
+        from kubedetect.io.images import decode_image
         bomb = png_bomb(60_000, 60_000)
         for limit in (80_000_000, 10**12):
             try:
@@ -334,7 +334,7 @@ def test_jpeg_encoding_is_deterministic():
 PEAK_SCRIPT = """
 import sys
 from contextlib import nullcontext
-from kubedetect.images import decode_image
+from kubedetect.io.images import decode_image
 data = open(sys.argv[1], "rb").read()
 def memory(key):
     with open("/proc/self/status") as status:

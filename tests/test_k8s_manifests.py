@@ -274,7 +274,7 @@ def test_tfjob_is_shaped_for_the_training_operator(where_job):
     pod = worker["template"]["spec"]
     (container,) = pod["containers"]
     assert container["name"] == "tensorflow", "the operator sets TF_CONFIG only in `tensorflow`"
-    assert container["command"] == ["python", "-m", "kubedetect.train"]
+    assert container["command"] == ["python", "-m", "kubedetect.training.train"]
     assert {"name": "tfjob-port", "containerPort": 2222, "protocol": "TCP"} in container["ports"]
     args = container["args"]
     assert args[0].startswith("/workspace/shards/") and args[1].startswith("/workspace/models/")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kubedetect.launch import _without_workers, reserve_ports, tf_config
+from kubedetect.training.launch import _without_workers, reserve_ports, tf_config
 
 
 def test_tf_config_is_the_training_operators():
@@ -44,7 +44,7 @@ def test_workers_get_the_flags_minus_workers():
 
 
 def test_cluster_parsing_from_tf_config():
-    from kubedetect.cluster import Cluster, ClusterError
+    from kubedetect.training.cluster import Cluster, ClusterError
 
     worker = Cluster.from_env({"TF_CONFIG": tf_config([1, 2], 1)})
     assert (worker.size, worker.index, worker.is_chief, worker.name) == (2, 1, False, "worker 1")
@@ -92,7 +92,7 @@ def test_ctrl_c_stops_every_worker(synth_shards, tmp_path):
         [
             sys.executable,
             "-m",
-            "kubedetect.cli",
+            "cli",
             "train",
             str(synth_shards),
             str(tmp_path / "m"),

@@ -2,7 +2,7 @@
 training targets, in evaluation and in serving.
 
 Every path letterboxes the photo into the model's square (scaled to fit, the aspect ratio kept,
-grey above and below) and maps boxes through the same `kubedetect.images.Frame`: preprocessing
+grey above and below) and maps boxes through the same `kubedetect.io.images.Frame`: preprocessing
 into the stored image, the shared decode back to the photo. Stretched, as earlier versions did,
 a 4:3 photo's objects would be squashed by a quarter and a box found on it would land elsewhere.
 """
@@ -17,9 +17,9 @@ from PIL import Image, ImageDraw
 from test_data_support import voc_xml, write
 
 from kubedetect.config import DataConfig, PreprocessConfig, TrainConfig
-from kubedetect.decode import Detections, decode, to_original
-from kubedetect.images import PAD_VALUE, Frame
-from kubedetect.preprocess import preprocess
+from kubedetect.data.shards import preprocess
+from kubedetect.inference.decode import Detections, decode, to_original
+from kubedetect.io.images import PAD_VALUE, Frame
 
 WIDTH, HEIGHT, SIZE = 4000, 3000, 256
 BOX = (1300.0, 700.0, 2100.0, 1900.0)  # xmin, ymin, xmax, ymax in the photo's pixels
@@ -59,7 +59,7 @@ def shards(tmp_path_factory):
 
 
 def test_the_stored_image_is_letterboxed_and_its_box_lies_on_the_rectangle(shards):
-    from kubedetect.evaluate import load_split
+    from kubedetect.evaluation.evaluate import load_split
 
     data = load_split(str(shards), "train")
     (pixels,) = data.images
@@ -75,8 +75,8 @@ def test_the_stored_image_is_letterboxed_and_its_box_lies_on_the_rectangle(shard
 
 def test_training_targets_decode_to_the_drawn_box(shards):
     """The targets the model learns from, decoded by the shared decode and mapped back."""
-    from kubedetect.inputs import training_dataset
-    from kubedetect.preprocess import shard_paths
+    from kubedetect.data.shards import shard_paths
+    from kubedetect.training.inputs import training_dataset
 
     config = TrainConfig(batch_size=1, augment=False)
     dataset = training_dataset(
@@ -99,7 +99,7 @@ def test_training_targets_decode_to_the_drawn_box(shards):
 
 
 def test_evaluation_scores_boxes_in_the_photos_pixels(shards):
-    from kubedetect.evaluate import evaluate_detections, load_split
+    from kubedetect.evaluation.evaluate import evaluate_detections, load_split
 
     data = load_split(str(shards), "train")
     truth = data.truths[0]
@@ -124,7 +124,7 @@ def test_serving_letterboxes_the_upload_and_returns_the_box_in_its_pixels(tmp_pa
     postprocess maps the output maps of a detection there back to the photo."""
     from servers import untrained_models
 
-    from serving.model import DetectorModel
+    from serving.lifecycle import DetectorModel
 
     size = 128
     models = untrained_models(str(tmp_path), input_size=size, modes=("float32",))
@@ -165,8 +165,8 @@ def test_shards_and_models_of_earlier_versions_are_taken_as_stretched(shards, tm
 
     from servers import untrained_models
 
-    from kubedetect.evaluate import load_split
-    from serving.model import DetectorModel
+    from kubedetect.evaluation.evaluate import load_split
+    from serving.lifecycle import DetectorModel
 
     old = tmp_path / "old-shards"
     shutil.copytree(shards, old)

@@ -9,8 +9,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from kubedetect.config import ModelConfig  # noqa: E402
-from kubedetect.model import STRIDE, build_detector  # noqa: E402
-from kubedetect.quantize import convert  # noqa: E402
+from kubedetect.network.architecture import STRIDE, build_detector  # noqa: E402
+from kubedetect.network.quantize import convert  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_the_large_model_is_wider_and_deeper_with_the_same_outputs(small_model, 
     """--model-size large: the same three maps at stride 4, from a backbone and neck about 15x
     the tiny one's parameters and 13x its work (parameters and FLOPs at 256 px are in
     docs/BENCHMARKS.md)."""
-    from kubedetect.model import SIZES, count_flops
+    from kubedetect.network.architecture import SIZES, count_flops
 
     tiny = build_detector(4, 256, ModelConfig())
     large = build_detector(4, 256, ModelConfig(model_size="large"))
@@ -128,7 +128,7 @@ def test_flops_are_counted_per_convolution():
     x kernel area only for a depthwise one."""
     import keras
 
-    from kubedetect.model import count_flops
+    from kubedetect.network.architecture import count_flops
 
     image = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(8, 3, strides=2, padding="same")(image)  # 16 x 16 x 8 out
@@ -140,10 +140,10 @@ def test_flops_are_counted_per_convolution():
 
 def test_the_large_model_decodes_through_the_shared_path(large_model, tmp_path):
     """Its int8 TFLite folder runs on the one runtime and the one decode, as serving runs it."""
-    from kubedetect.decode import decode_batch
-    from kubedetect.modelcard import ModelCard, TensorSpec
-    from kubedetect.quantize import write_variant
-    from kubedetect.runtime import TFLiteDetector
+    from kubedetect.inference.decode import decode_batch
+    from kubedetect.inference.runtime import TFLiteDetector
+    from kubedetect.io.modelcard import ModelCard, TensorSpec
+    from kubedetect.network.quantize import write_variant
 
     rng = np.random.default_rng(4)
     calibration = [rng.integers(0, 256, (1, 64, 64, 3)).astype(np.float32) for _ in range(4)]
@@ -177,7 +177,7 @@ def test_gpu_workers_train_the_large_model_unless_told_otherwise(capsys):
     nothing is added."""
     import yaml
 
-    from kubedetect.cli import main
+    from cli.main import main
 
     def worker_args(*flags: str) -> list[str]:
         assert main(["train", "gs://b/shards", "gs://b/model", "--emit-tfjob", *flags]) == 0

@@ -21,8 +21,8 @@ from test_data_support import (
 )
 
 from kubedetect.config import DataConfig, PreprocessConfig
+from kubedetect.data.shards import merge_shards, preprocess
 from kubedetect.errors import KubedetectError, UnusableInputError
-from kubedetect.preprocess import merge_shards, preprocess
 
 SIZE = 96
 

@@ -1,4 +1,4 @@
-"""The worker pool behind preprocessing and data checks (kubedetect.parallel): results in input
+"""The worker pool behind preprocessing and data checks (kubedetect.data.pool): results in input
 order whatever the workers' timing, and a clear error when a worker process dies."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+from kubedetect.data.pool import OrderedPool, ordered_map
 from kubedetect.errors import KubedetectError
-from kubedetect.parallel import OrderedPool, ordered_map
 
 
 def square_unevenly(chunk: list[int]) -> list[int]:

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from test_data_support import output_bytes, voc_xml, write
 
-from kubedetect import fs
 from kubedetect.config import PreprocessConfig
-from kubedetect.preprocess import preprocess, shard_of
+from kubedetect.data.shards import preprocess, shard_of
+from kubedetect.io import fs
 
 SIZE, SHARDS = 96, 3
 
@@ -73,7 +73,7 @@ def test_a_run_that_fails_midway_leaves_the_previous_dataset_intact(data, tmp_pa
 
     fifo = add_fifo_image(data)
     process = subprocess.Popen(
-        [sys.executable, "-m", "kubedetect.cli", "preprocess", str(data), target]
+        [sys.executable, "-m", "cli", "preprocess", str(data), target]
         + ["--image-size", str(SIZE), "--num-shards", str(SHARDS), "--workers", "1", "--quiet"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

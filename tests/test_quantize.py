@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from kubedetect.labels import ClassMap
-from kubedetect.modelcard import ModelCard
-from kubedetect.runtime import TFLiteDetector
+from kubedetect.inference.runtime import TFLiteDetector
+from kubedetect.io.labels import ClassMap
+from kubedetect.io.modelcard import ModelCard
 
 MODES = ("float32", "float16", "dynamic", "int8")
 
@@ -36,7 +36,7 @@ def test_every_variant_is_a_self_describing_folder(quantized_models, trained_mod
 def test_every_variant_runs_on_the_runtime_and_agrees_with_float32(
     quantized_models, trained_shards
 ):
-    from kubedetect.evaluate import load_split
+    from kubedetect.evaluation.evaluate import load_split
 
     images = load_split(str(trained_shards), "val", max_images=4).images
     reference = TFLiteDetector(str(quantized_models / "float32")).raw_outputs(images)
@@ -74,7 +74,7 @@ def test_a_changed_model_file_is_refused(quantized_models, tmp_path):
 def test_unknown_mode_and_non_keras_input_are_clear_errors(
     trained_model, quantized_models, tmp_path, capsys
 ):
-    from kubedetect.cli import main
+    from cli.main import main
 
     assert main(["quantize", str(trained_model), str(tmp_path / "x"), "--mode", "int4"]) == 1
     assert "int4" in capsys.readouterr().err
@@ -151,7 +151,7 @@ def test_the_report_names_the_cpu_and_says_per_variant_whether_it_beats_float32(
 
 
 def test_the_gate_serves_the_fastest_variant_within_the_accuracy_budget(quantized_models):
-    from kubedetect.quantize import EQUALLY_FAST, gate
+    from kubedetect.network.quantize import EQUALLY_FAST, gate
 
     report = json.loads((quantized_models / "report.json").read_text())
     timed = [r for r in report["variants"] if r["latency_ms"] is not None]
@@ -182,7 +182,7 @@ def test_the_gate_serves_the_fastest_variant_within_the_accuracy_budget(quantize
 
 def test_serve_variant_overrides_the_choice_and_the_gate_still_checks_it(quantized_models):
     from kubedetect.errors import KubedetectError
-    from kubedetect.quantize import gate
+    from kubedetect.network.quantize import gate
 
     report = json.loads((quantized_models / "report.json").read_text())
     rows = {r["variant"]: r for r in report["variants"]}

@@ -13,7 +13,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kubedetect import tfrecord
+from kubedetect.io import tfrecord
 
 
 def tf_feature(kind: str, values) -> tf.train.Feature:
@@ -103,7 +103,7 @@ def test_a_preprocessing_run_never_imports_tensorflow(synth_dir, tmp_path):
         f"""
         import sys
         from kubedetect.config import PreprocessConfig
-        from kubedetect.preprocess import preprocess
+        from kubedetect.data.shards import preprocess
 
         manifest = preprocess({str(synth_dir)!r}, {str(tmp_path / "out")!r},
                               PreprocessConfig(image_size=64, workers=2, progress=False))

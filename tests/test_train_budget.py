@@ -1,7 +1,7 @@
 """How long training runs: a budget of images seen, turned into epochs of the data at hand
-(kubedetect.budget), said in one line; and the exported weights are the validated best.
+(kubedetect.training.budget), said in one line; and the exported weights are the validated best.
 
-The plan is arithmetic, checked directly; one short real run (`python -m kubedetect.train`)
+The plan is arithmetic, checked directly; one short real run (`python -m kubedetect.training.train`)
 checks that the loop follows it, logs why, validates where it said it would and exports the
 weights of the best validation."""
 
@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
-from kubedetect.budget import plan_training
 from kubedetect.config import TrainConfig
 from kubedetect.errors import KubedetectError
+from kubedetect.training.budget import plan_training
 
 
 def test_the_budget_of_images_seen_sets_the_epochs_of_a_small_set():
@@ -86,7 +86,7 @@ def test_training_follows_the_plan_and_exports_the_best_validation(synth_shards,
     plan = plan_training(train_images, config)
     model_dir = tmp_path / "model"
     command = [
-        *(sys.executable, "-m", "kubedetect.train", str(synth_shards), str(model_dir)),
+        *(sys.executable, "-m", "kubedetect.training.train", str(synth_shards), str(model_dir)),
         *("--batch-size", "8", "--images-seen", str(8 * 24), "--evaluations", "3"),
         *("--width", "4", "--no-progress", "--checkpoint-every", "0"),
         *("--checkpoint-dir", str(tmp_path / "checkpoints")),  # kept: see the end
@@ -114,7 +114,7 @@ def test_training_follows_the_plan_and_exports_the_best_validation(synth_shards,
     )
     # The exported model scores what its validation scored: it is those weights.
     from kubedetect.config import EvalConfig
-    from kubedetect.evaluate import evaluate
+    from kubedetect.evaluation.evaluate import evaluate
 
     again = evaluate(str(model_dir), str(synth_shards), config=EvalConfig(split="val"))
     assert again["map50"] == pytest.approx(float(best["val_map50"]), abs=1e-3)

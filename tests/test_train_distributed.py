@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from kubedetect.launch import reserve_ports, tf_config
+from kubedetect.training.launch import reserve_ports, tf_config
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ class Launcher:
     def __init__(self, args: list[str], env: dict | None = None):
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "kubedetect.cli", "train", *args],
+            [sys.executable, "-m", "cli", "train", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -180,7 +180,7 @@ def test_every_worker_predicts_its_part_of_the_validation(two_workers, synth_sha
         assert total == val_images and mine + theirs == val_images and mine and theirs
 
     from kubedetect.config import EvalConfig
-    from kubedetect.evaluate import evaluate
+    from kubedetect.evaluation.evaluate import evaluate
 
     card = json.loads((model_dir / "model.json").read_text())
     during = card["provenance"]["metrics"]
@@ -246,7 +246,7 @@ def test_a_missing_peer_ends_with_a_clear_timeout_error(synth_shards, tmp_path):
         [
             sys.executable,
             "-m",
-            "kubedetect.train",
+            "kubedetect.training.train",
             str(synth_shards),
             str(tmp_path / "model"),
             "--cluster-timeout",
@@ -271,7 +271,7 @@ def test_workers_flag_that_contradicts_tf_config_is_refused(synth_shards, tmp_pa
         [
             sys.executable,
             "-m",
-            "kubedetect.train",
+            "kubedetect.training.train",
             str(synth_shards),
             str(tmp_path),
             "--workers",

@@ -1,13 +1,13 @@
-"""Training in one process (`python -m kubedetect.train`, run by the session's `trained_model`
-fixture): the export folder a user, the quantizer and the server rely on."""
+"""Training in one process (`python -m kubedetect.training.train`, run by the session's
+`trained_model` fixture): the export folder a user, the quantizer and the server rely on."""
 
 from __future__ import annotations
 
 import csv
 import json
 
-from kubedetect.labels import ClassMap
-from kubedetect.modelcard import ModelCard
+from kubedetect.io.labels import ClassMap
+from kubedetect.io.modelcard import ModelCard
 
 EXPORT = {"model.keras", "model.json", "labels.json", "history.csv"}
 
@@ -34,7 +34,7 @@ def test_the_card_names_the_weights_the_file_holds(trained_model):
     """model.json's weights digest is that of the weights in model.keras."""
     import keras
 
-    from kubedetect.export import weights_digest
+    from kubedetect.network.export import weights_digest
 
     model = keras.saving.load_model(str(trained_model / "model.keras"), compile=False)
     card = ModelCard.load(str(trained_model))
@@ -55,7 +55,7 @@ def test_history_has_a_row_per_epoch_with_losses_speed_and_the_final_map(trained
 
 
 def test_missing_shards_are_a_clear_error(tmp_path, capsys):
-    from kubedetect.cli import main
+    from cli.main import main
 
     code = main(["train", str(tmp_path / "nowhere"), str(tmp_path / "model"), "--epochs", "1"])
     assert code != 0
@@ -64,7 +64,7 @@ def test_missing_shards_are_a_clear_error(tmp_path, capsys):
 
 
 def test_a_batch_larger_than_the_data_is_a_clear_error(synth_shards, tmp_path, capsys):
-    from kubedetect.cli import main
+    from cli.main import main
 
     code = main(["train", str(synth_shards), str(tmp_path / "m"), "--batch-size", "1000"])
     assert code == 1

@@ -11,18 +11,18 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from kubedetect.augment import apply, sample, transform_boxes  # noqa: E402
 from kubedetect.config import TrainConfig  # noqa: E402
-from kubedetect.decode import decode  # noqa: E402
-from kubedetect.inputs import (  # noqa: E402
+from kubedetect.data.shards import shard_paths  # noqa: E402
+from kubedetect.inference.decode import decode  # noqa: E402
+from kubedetect.training.augment import apply, sample, transform_boxes  # noqa: E402
+from kubedetect.training.inputs import (  # noqa: E402
     cache_plan,
     cached_bytes,
     training_dataset,
     worker_records,
     worker_share,
 )
-from kubedetect.preprocess import shard_paths  # noqa: E402
-from kubedetect.targets import encode  # noqa: E402
+from kubedetect.training.targets import encode  # noqa: E402
 
 BOXES = np.array(
     [[0.10, 0.20, 0.30, 0.50], [0.55, 0.05, 0.95, 0.40], [0.40, 0.60, 0.60, 0.90]], np.float32
@@ -156,7 +156,7 @@ def test_the_cache_is_used_only_when_the_decoded_share_fits_the_budget():
 
 
 def test_an_unknown_cache_mode_is_a_clear_error(synth_shards, tmp_path, capsys):
-    from kubedetect.train import main
+    from kubedetect.training.train import main
 
     assert main([str(synth_shards), str(tmp_path / "model"), "--cache", "sometimes"]) == 1
     assert "--cache 'sometimes': expected one of auto, memory, none" in capsys.readouterr().err

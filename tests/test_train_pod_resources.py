@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def train(shards, model_dir, **env) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "kubedetect.train", str(shards), str(model_dir)]
+        [sys.executable, "-m", "kubedetect.training.train", str(shards), str(model_dir)]
         + ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8", "--width", "4"]
         + ["--eval-images", "4", "--no-progress"],
         capture_output=True,

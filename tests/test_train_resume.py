@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 TWO_DEVICES = r"""
 import os, sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import kubedetect.train  # sets the allocator before TensorFlow starts
+import kubedetect.training.train  # sets the allocator before TensorFlow starts
 import tensorflow as tf
 
 cpu = tf.config.list_physical_devices("CPU")[0]
@@ -36,8 +36,8 @@ STREAM = (
     + r"""
 import dataclasses, hashlib, json
 from kubedetect.config import TrainConfig
-from kubedetect.inputs import distributed_training_data
-from kubedetect.preprocess import load_manifest, shard_paths
+from kubedetect.training.inputs import distributed_training_data
+from kubedetect.data.shards import load_manifest, shard_paths
 
 shards = sys.argv[1]
 manifest = load_manifest(shards)
@@ -100,7 +100,7 @@ TRAIN = (
     + r"""
 import json
 from kubedetect.config import ModelConfig, TrainConfig
-from kubedetect.train import train
+from kubedetect.training.train import train
 
 shards, model_dir, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 train(shards, model_dir, TrainConfig(**settings), ModelConfig(width=4), strategy=strategy)

@@ -14,7 +14,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from kubedetect.targets import (  # noqa: E402
+from kubedetect.training.targets import (  # noqa: E402
     GAUSSIAN_ALPHA,
     MIN_SIGMA,
     SIZE_REGION,
@@ -23,7 +23,7 @@ from kubedetect.targets import (  # noqa: E402
 
 
 def reference_encode(boxes, classes, num_classes, output_size):
-    """kubedetect.targets.encode as it was at 6435264: every box's Gaussian in every class
+    """kubedetect.training.targets.encode as it was at 6435264: every box's Gaussian in every class
     channel at once ([boxes, H, W, C] floats), the reference the maps must keep matching."""
     h = w = output_size
     boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
@@ -123,7 +123,7 @@ import json, os, sys
 os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"  # TensorFlow's memory stats need its BFC allocator
 import numpy as np
 import tensorflow as tf
-from kubedetect.targets import encode
+from kubedetect.training.targets import encode
 
 def peak(count):
     rng = np.random.default_rng(count)

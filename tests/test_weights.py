@@ -15,8 +15,8 @@ import keras  # noqa: E402
 
 from kubedetect.config import ModelConfig  # noqa: E402
 from kubedetect.errors import KubedetectError  # noqa: E402
-from kubedetect.model import HEATMAP_PRIOR, build_detector  # noqa: E402
-from kubedetect.weights import named_layers  # noqa: E402
+from kubedetect.network.architecture import HEATMAP_PRIOR, build_detector  # noqa: E402
+from kubedetect.network.weights import named_layers  # noqa: E402
 
 
 def weights_by_name(model) -> dict[str, list[np.ndarray]]:
@@ -135,7 +135,7 @@ def test_files_without_layer_names_or_of_other_kinds_are_clear_errors(tmp_path):
 
 def train(shards, out, *flags: str) -> None:
     command = [
-        sys.executable, "-m", "kubedetect.train", str(shards), str(out),
+        sys.executable, "-m", "kubedetect.training.train", str(shards), str(out),
         "--batch-size", "16", "--width", "8", "--eval-every", "0", "--no-progress", *flags,
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -152,8 +152,8 @@ def weights_file(trained_model, tmp_path_factory):
 
 
 def test_training_starts_from_the_files_weights(weights_file, trained_shards, tmp_path):
-    """Step 0 of `python -m kubedetect.train --weights FILE` is the file's model: after one step
-    at learning rate 0 every trainable weight of the export is the file's, bit for bit."""
+    """Step 0 of `python -m kubedetect.training.train --weights FILE` is the file's model: after one
+    step at learning rate 0 every trainable weight of the export is the file's, bit for bit."""
     path, expected = weights_file
     out = tmp_path / "step0"
     train(trained_shards, out, "--weights", str(path), "--epochs", "1", "--steps-per-epoch", "1",
@@ -174,8 +174,8 @@ def test_a_model_trained_from_a_weights_file_is_quantized_and_served(
     serving app (the code a Gunicorn worker runs)."""
     from kubedetect.config import EvalConfig, QuantizeConfig, ServeConfig
     from kubedetect.data.synth import synthesize
-    from kubedetect.evaluate import evaluate
-    from kubedetect.quantize import quantize_model
+    from kubedetect.evaluation.evaluate import evaluate
+    from kubedetect.network.quantize import quantize_model
     from serving.app import create_app
 
     path, _ = weights_file

@@ -21,8 +21,8 @@ import threading
 import kserve
 import numpy as np
 
-from kubedetect.images import load_for_model
-from kubedetect.runtime import TFLiteDetector
+from kubedetect.inference.runtime import TFLiteDetector
+from kubedetect.io.images import load_for_model
 
 
 class Detector(kserve.Model):

@@ -7,10 +7,10 @@ from functools import partial
 from tqdm import tqdm
 
 from kubedetect.config import DataConfig
+from kubedetect.data.pool import OrderedPool
 from kubedetect.data.prepare import PrepareSettings, prepare_many, worker_setup
 from kubedetect.data.report import ImageSummary, Report, summarize
 from kubedetect.data.scan import scan
-from kubedetect.parallel import OrderedPool
 
 
 def check(

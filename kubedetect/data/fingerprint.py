@@ -23,7 +23,7 @@ import os
 import posixpath
 from dataclasses import dataclass
 
-from kubedetect import fs
+from kubedetect.io import fs
 
 CONTENT_HASHED = frozenset({".xml", ".txt"})  # annotations and split lists: hashed whole
 

@@ -13,7 +13,7 @@ import posixpath
 from collections import defaultdict
 from dataclasses import dataclass
 
-from kubedetect import fs
+from kubedetect.io import fs
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 

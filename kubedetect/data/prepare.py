@@ -1,7 +1,7 @@
 """The per-image work done in worker processes: read, decode, check, resize, encode, serialise.
 
 Pillow only (not even numpy), so worker processes start in a fraction of a second and never
-import TensorFlow; even the tf.train.Example is serialised and framed here (kubedetect.tfrecord),
+import TensorFlow; even the tf.train.Example is serialised and framed here (kubedetect.io.tfrecord),
 leaving the writing process nothing but appending bytes. Every defect is returned as a Problem;
 nothing here raises for bad data.
 """
@@ -14,13 +14,13 @@ from dataclasses import dataclass, replace
 
 from PIL import Image
 
-from kubedetect import fs
+from kubedetect.data.example import to_example
 from kubedetect.data.record import Record
 from kubedetect.data.report import Problem
 from kubedetect.errors import ImageError
-from kubedetect.images import Frame, decode_image, encode_jpeg, fit
-from kubedetect.records import to_example
-from kubedetect.tfrecord import frame
+from kubedetect.io import fs
+from kubedetect.io.images import Frame, decode_image, encode_jpeg, fit
+from kubedetect.io.tfrecord import frame
 
 BLOCKS_KEPT = 4
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from kubedetect import fs
 from kubedetect.config import DataConfig
 from kubedetect.data.layout import ImageIndex, discover
 from kubedetect.data.record import Box, Record
@@ -20,7 +19,8 @@ from kubedetect.data.report import Problem, describe
 from kubedetect.data.splits import SplitPlan, carve_validation, stem_of
 from kubedetect.data.voc import Annotation, parse_voc
 from kubedetect.errors import AnnotationError, UnusableInputError
-from kubedetect.labels import ClassMap
+from kubedetect.io import fs
+from kubedetect.io.labels import ClassMap
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ import hashlib
 import posixpath
 from dataclasses import replace
 
-from kubedetect import fs
 from kubedetect.data.record import Record
 from kubedetect.data.report import Problem
 from kubedetect.errors import KubedetectError
+from kubedetect.io import fs
 
 SPLITS = ("train", "val", "test")
 _PRECEDENCE = ("test", "val", "train")  # a stem listed twice goes to the first of these

@@ -18,7 +18,7 @@ from lxml import etree
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-from kubedetect.parallel import OrderedPool
+from kubedetect.data.pool import OrderedPool
 from kubedetect.resources import available_cores
 
 SHAPES = ("circle", "square", "triangle")

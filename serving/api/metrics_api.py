@@ -1,15 +1,15 @@
-"""`GET /metrics`: Prometheus text, summed over every Gunicorn worker (see serving/metrics.py)."""
+"""`GET /metrics`: Prometheus text, summed over every Gunicorn worker (serving/prometheus.py)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from serving import metrics
+from serving import prometheus
 
 bp = Blueprint("metrics", __name__)
 
 
 @bp.get("/metrics")
 def scrape():
-    body, content_type = metrics.exposition()
+    body, content_type = prometheus.exposition()
     return Response(body, content_type=content_type)

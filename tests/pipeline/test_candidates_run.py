@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from kubedetect import registry
 from kubedetect.data.synth import synthesize
+from kubedetect.inference import registry
 from pipelines.run import run_local
 
 pytestmark = pytest.mark.slow
@@ -55,11 +55,11 @@ def _champion(voc: Path, work: Path, train_flags: list[str]) -> str:
     """A model trained and quantized outside the pipeline, on the same data and size."""
     shards, model, variants = work / "shards", work / "model", work / "variants"
     size = str(IMAGE_SIZE)
-    _python("-m", "kubedetect.cli", "preprocess", str(voc), str(shards), "--image-size", size,
+    _python("-m", "cli", "preprocess", str(voc), str(shards), "--image-size", size,
             "--num-shards", "2", "--quiet", log=work / "preprocess.log")  # fmt: skip
-    _python("-m", "kubedetect.train", str(shards), str(model), "--batch-size", "16",
+    _python("-m", "kubedetect.training.train", str(shards), str(model), "--batch-size", "16",
             "--no-progress", "--eval-every", "0", *train_flags, log=work / "train.log")  # fmt: skip
-    _python("-m", "kubedetect.cli", "quantize", str(model), str(variants), "--mode", "int8",
+    _python("-m", "cli", "quantize", str(model), str(variants), "--mode", "int8",
             "--calibration-images", "20", log=work / "quantize.log")  # fmt: skip
     return str(variants / "int8")
 

@@ -19,8 +19,8 @@ import pytest
 import yaml
 from servers import free_port
 
+from cli.main import main
 from components.tfjob import build_tfjob, to_manifest
-from kubedetect.cli import main
 from kubedetect.config import ClusterConfig, ModelConfig, PipelineConfig, TrainConfig, to_argv
 from pipelines.run import compile_pipeline
 
@@ -117,7 +117,7 @@ def test_emit_tfjob_prints_the_crd_valid_job_the_library_builds(
     assert container["name"] == "tensorflow"  # the only container the operator gives TF_CONFIG
     assert container["image"] == f"{IMAGE}-gpu"  # the GPU build; the steps keep IMAGE
     assert container["resources"]["limits"]["nvidia.com/gpu"] == str(gpus)
-    assert container["command"] == ["python", "-m", "kubedetect.train"]
+    assert container["command"] == ["python", "-m", "kubedetect.training.train"]
     args = container["args"]
     assert args[:2] == [SHARDS_URI, str(model_uri)]
     flags = dict(zip(args[2::2], args[3::2], strict=True))

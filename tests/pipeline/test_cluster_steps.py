@@ -136,7 +136,7 @@ def test_failed_tfjob_error_carries_the_workers_last_lines_and_the_events(api, k
     steps = "".join(f"step {i:03d} loss 0.5\n" for i in range(30))
     traceback = (
         "Traceback (most recent call last):\n"
-        '  File "/app/kubedetect/train.py", line 212, in main\n'
+        '  File "/app/kubedetect/training/train.py", line 212, in main\n'
         "tensorflow.python.framework.errors_impl.ResourceExhaustedError: OOM when allocating "
         "tensor with shape[16,512,512,3]\n"
     )

@@ -105,7 +105,7 @@ def test_each_candidate_launches_a_tfjob_of_its_own_that_the_operator_accepts(tm
     import jsonschema
 
     from components.tfjob import build_tfjob, job_name, to_manifest
-    from kubedetect.candidates import parse_flags, plan
+    from kubedetect.training.candidates import parse_flags, plan
 
     schema = yaml.safe_load(tfjob_crd.read_text())["spec"]["versions"][0]["schema"]
     spec, _ = compiled(tmp_path, PipelineConfig(launcher="tfjob"), ClusterConfig())
@@ -247,7 +247,7 @@ def test_local_launcher_on_gpus_schedules_the_train_step_on_gpu_nodes(gpu_local)
 def test_a_local_run_trains_as_many_candidates_at_once_as_the_cores_allow(tmp_path):
     """candidate_parallelism 0 (`pipeline run-local`): one per two cores of this machine, each
     told how many share it; the gate reads the model in service from the serving_dir."""
-    from kubedetect.candidates import machine_parallelism
+    from kubedetect.training.candidates import machine_parallelism
     from pipelines.run import LOCAL
 
     spec, _ = compiled(tmp_path, LOCAL)

@@ -16,7 +16,7 @@ import os
 import pytest
 
 from kubedetect.data.synth import synthesize
-from kubedetect.fs import sha256_file
+from kubedetect.io.fs import sha256_file
 from pipelines.run import run_local
 
 pytestmark = pytest.mark.slow

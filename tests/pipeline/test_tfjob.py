@@ -73,7 +73,7 @@ def test_a_worker_without_the_gpus_it_requires_stops_within_seconds(synth_shards
     """The real training entrypoint on this GPU-less machine, as a GPU TFJob's worker runs it."""
     model = tmp_path / "model"
     done = subprocess.run(
-        [sys.executable, "-m", "kubedetect.train", str(synth_shards), str(model),
+        [sys.executable, "-m", "kubedetect.training.train", str(synth_shards), str(model),
          "--require-gpus", "1", "--epochs", "1", "--no-progress"],
         capture_output=True,
         text=True,
@@ -115,7 +115,7 @@ def test_tfjob_is_shaped_for_the_training_operator():
     pod = worker["template"]["spec"]
     (container,) = pod["containers"]
     assert container["name"] == "tensorflow"  # the only container that gets TF_CONFIG
-    assert container["command"] == ["python", "-m", "kubedetect.train"]
+    assert container["command"] == ["python", "-m", "kubedetect.training.train"]
     assert container["args"] == ARGS  # CPU job: no GPU to require
     assert container["image"] == ClusterConfig().image
     assert "nvidia.com/gpu" not in container["resources"]["limits"]  # CPU job: no GPU asked

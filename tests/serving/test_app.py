@@ -161,7 +161,7 @@ def test_kubedetect_serve_refuses_a_tampered_or_missing_model_in_one_line(model_
     (copy / "model.tflite").write_bytes((copy / "model.tflite").read_bytes()[:-10])
     for folder, words in ((copy, "sha256"), (tmp_path / "nothing", "no model.json")):
         done = subprocess.run(
-            [sys.executable, "-m", "kubedetect.cli", "serve", str(folder), "--port", "9"],
+            [sys.executable, "-m", "cli", "serve", str(folder), "--port", "9"],
             capture_output=True,
             text=True,
             timeout=60,

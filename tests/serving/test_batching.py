@@ -16,7 +16,7 @@ import pytest
 
 from serving.batching import Batcher
 from serving.errors import InferenceFailed, NotReady, QueueFull, TimedOut
-from serving.model import DetectorModel
+from serving.lifecycle import DetectorModel
 
 
 @pytest.fixture(scope="module")

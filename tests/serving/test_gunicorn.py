@@ -17,7 +17,7 @@ import requests
 from PIL import Image
 from servers import free_port
 
-from kubedetect.images import reduction
+from kubedetect.io.images import reduction
 
 pytestmark = pytest.mark.slow
 

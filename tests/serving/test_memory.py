@@ -111,7 +111,7 @@ def test_heavy_uploads_are_served_within_the_memory_limit(
 FREES_SCRIPT = """
 import io, sys, threading
 from PIL import Image
-from kubedetect.images import decode_image
+from kubedetect.io.images import decode_image
 from serving.memory import release_large_frees
 if sys.argv[1] == "release":
     assert release_large_frees()
