@@ -14,9 +14,10 @@ import os
 import sys
 
 from kubedetect import __version__
-from kubedetect.config import DataConfig, PreprocessConfig, ServeConfig, add_arguments, from_args
+from kubedetect.config import DataConfig, PreprocessConfig, ServeConfig
 from kubedetect.console import Console, output_to, progress_wanted, shown
 from kubedetect.errors import KubedetectError
+from kubedetect.flags import add_arguments, from_args
 
 
 def _progress(args: argparse.Namespace) -> bool:
@@ -107,7 +108,8 @@ def _print_manifest(manifest: dict, out_dir: str, report) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from kubedetect.config import ServeConfig, from_env
+    from kubedetect.config import ServeConfig
+    from kubedetect.flags import from_env
     from serving.run import serve  # Flask and Gunicorn only here: the core library knows neither
 
     given = {
@@ -134,7 +136,8 @@ def _train(args: argparse.Namespace) -> int:
 def _emit_tfjob(args: argparse.Namespace) -> int:
     """Print the TFJob the pipeline would submit, for training without the pipeline."""
     from components.tfjob import build_tfjob, to_yaml
-    from kubedetect.config import ClusterConfig, ModelConfig, TrainConfig, to_argv
+    from kubedetect.config import ClusterConfig, ModelConfig, TrainConfig
+    from kubedetect.flags import to_argv
 
     workers = 1 if args.workers is None else args.workers
     if workers < 1:
@@ -184,7 +187,8 @@ def _quantize(args: argparse.Namespace) -> int:
 
 
 def _candidates(args: argparse.Namespace) -> int:
-    from kubedetect.config import CandidatesConfig, ModelConfig, TrainConfig, to_argv
+    from kubedetect.config import CandidatesConfig, ModelConfig, TrainConfig
+    from kubedetect.flags import to_argv
     from kubedetect.training.candidates import run
 
     train_argv = [

@@ -1,18 +1,17 @@
-"""Data components: plan the fan-out, preprocess one shard, merge the shards.
+"""The fan-out of preprocessing: the data folder fingerprinted and cut into shards, one
+`preprocess_shard` step each.
 
-KFP serialises each component function's source into the step, so each one imports what it
-uses inside its body; the trainer image (or, locally, the project's virtualenv) provides the
-kubedetect package they import.
+KFP serialises each component function's source into the step, so it imports what it uses inside
+its body; the trainer image (or, locally, the project's virtualenv) provides kubedetect.
 
 Caching: Kubeflow Pipelines reuses a step's outputs when its inputs are the same, and `data_uri`
 is only a path. `plan_shards` (never cached) fingerprints the folder on every run
 (kubedetect.data.fingerprint) and every `preprocess_shard` takes the fingerprint as an input, so
-the shards, and everything after them, are made again exactly when the data has changed.
-"""
+the shards, and everything after them, are made again exactly when the data has changed."""
 
 from typing import List  # noqa: UP035 - KFP reads typing.List in signatures
 
-from kfp.dsl import Dataset, Input, Markdown, Output
+from kfp.dsl import Markdown, Output
 
 
 def plan_shards(
@@ -58,59 +57,3 @@ def plan_shards(
         f.write("\n".join(lines) + "\n")
     print(f"data fingerprint {taken.digest} ({taken.files} files under {data_uri})")
     return [{"shard_index": i, "data_fingerprint": taken.digest} for i in range(num_shards)]
-
-
-def preprocess_shard(
-    data_uri: str,
-    shard_index: int,
-    num_shards: int,
-    image_size: int,
-    classes: str,
-    val_fraction: float,
-    data_fingerprint: str,
-    shard: Output[Dataset],
-):
-    """Decode, check, resize and write one shard of every split.
-
-    `data_fingerprint` is not read here: it is part of the step's cache key, so that a changed
-    folder is never answered with the shards of its earlier contents."""
-    from kubedetect.config import DataConfig, PreprocessConfig
-    from kubedetect.data.shards import preprocess
-
-    config = PreprocessConfig(image_size=image_size, num_shards=num_shards, shard_index=shard_index)
-    data = DataConfig(
-        classes=tuple(classes.split(",")) if classes else None, val_fraction=val_fraction
-    )
-    part = preprocess(data_uri, shard.path, config, data)
-    shard.metadata["shard_index"] = shard_index
-    shard.metadata["images"] = len(part["images"])
-    shard.metadata["data_fingerprint"] = data_fingerprint
-
-
-def merge_shards(shards: Input[List[Dataset]], dataset: Output[Dataset], report: Output[Markdown]):  # noqa: UP006
-    """Gather the shards into one dataset and write its manifest and problem report."""
-    import os
-    import shutil
-
-    from kubedetect.data.shards import merge_shards as merge
-    from kubedetect.data.shards import report_of
-
-    os.makedirs(dataset.path, exist_ok=True)
-    for shard in shards:
-        for name in os.listdir(shard.path):
-            shutil.copy2(os.path.join(shard.path, name), os.path.join(dataset.path, name))
-    manifest = merge(dataset.path)
-    summary = report_of(manifest)
-    for split, entry in manifest["splits"].items():
-        dataset.metadata[f"{split}_images"] = entry["images"]
-    dataset.metadata["classes"] = manifest["classes"]
-    fingerprints = {shard.metadata.get("data_fingerprint") for shard in shards}
-    if len(fingerprints) == 1:
-        dataset.metadata["data_fingerprint"] = fingerprints.pop()
-    with open(report.path, "w") as f:
-        f.write("# Dataset\n\n```\n" + summary.summary() + "\n```\n")
-        f.write("\n## Problems\n\n")
-        f.write(
-            "\n".join(f"- `{p.file}`: **{p.kind}**: {p.detail}" for p in summary.problems) or "none"
-        )
-        f.write("\n")

@@ -165,3 +165,21 @@ def memory_limit() -> int:
     limit = cgroup_memory_limit()
     ram = physical_memory()
     return min(limit, ram) if limit is not None else ram
+
+
+def configure_threads(threads: int) -> bool:
+    """Limit TensorFlow's op threads (several workers sharing a machine split its cores).
+
+    False where TensorFlow already runs in this process (training called from a notebook or a
+    test after other TensorFlow work): its thread pools are fixed then, and stay as they are.
+    """
+    import tensorflow as tf  # noqa: PLC0415
+
+    if threads <= 0:
+        return True
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # "cannot be modified after initialization"
+        return False
+    return True

@@ -32,10 +32,15 @@ import json
 
 from kfp import dsl, kubernetes
 
-from components.candidates import plan_candidates, select_candidates
-from components.data import merge_shards, plan_shards, preprocess_shard
 from components.deploy import deploy
-from components.evaluate import evaluate, quality_gate, quantize
+from components.evaluate import evaluate
+from components.merge_shards import merge_shards
+from components.plan_candidates import plan_candidates
+from components.plan_shards import plan_shards
+from components.preprocess_shard import preprocess_shard
+from components.quality_gate import quality_gate
+from components.quantize import quantize
+from components.select_candidates import select_candidates
 from components.steppod import FIELDS as STEP_POD_FIELDS
 from components.train import train
 from kubedetect.config import (
@@ -46,9 +51,9 @@ from kubedetect.config import (
     PreprocessConfig,
     QuantizeConfig,
     TrainConfig,
-    to_dict,
 )
 from kubedetect.errors import KubedetectError
+from kubedetect.flags import to_dict
 from kubedetect.training.candidates import machine_parallelism
 
 NAME = "kubedetect"

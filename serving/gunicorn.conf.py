@@ -17,7 +17,8 @@ import glob
 import os
 import tempfile
 
-from kubedetect.config import ServeConfig, from_env
+from kubedetect.config import ServeConfig
+from kubedetect.flags import from_env
 
 _config = from_env(ServeConfig)
 

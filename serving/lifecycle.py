@@ -35,7 +35,7 @@ _IN_MEMORY_FILE = re.compile(r"<_io\.BytesIO object at 0x[0-9a-f]+>")
 
 
 @dataclass(frozen=True)
-class Prepared:
+class RequestImage:
     """One request image, ready for the interpreter."""
 
     pixels: np.ndarray  # uint8 [S, S, 3], letterboxed exactly as in training
@@ -132,7 +132,7 @@ class DetectorModel:
         keep_image: bool = False,
         source: str = "image",
         reserve: Callable[[int], AbstractContextManager] | None = None,
-    ) -> Prepared:
+    ) -> RequestImage:
         """Encoded image bytes to the model's input, with the kubedetect.io.images loader.
 
         The image is decoded reduced (to between one and two times the input size on its
@@ -151,7 +151,7 @@ class DetectorModel:
             raise NotAnImage(_IN_MEMORY_FILE.sub("data", str(exc))) from None
         pixels = fit_rgb(decoded.image, self.frame(decoded.width, decoded.height))
         kept = decoded.image if keep_image else None
-        return Prepared(pixels, decoded.width, decoded.height, kept)
+        return RequestImage(pixels, decoded.width, decoded.height, kept)
 
     def frame(self, width: int, height: int) -> Frame:
         """Where an image of this (original) size sits in the model's input: the one transform

@@ -11,8 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-from kubedetect.config import ServeConfig, to_env
+from kubedetect.config import ServeConfig
 from kubedetect.errors import KubedetectError
+from kubedetect.flags import to_env
 from kubedetect.inference.ensemble import verify
 from kubedetect.io.modelcard import ModelCard
 

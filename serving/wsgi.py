@@ -5,7 +5,8 @@ file is read and its sha256 checked before any worker forks, and each worker the
 own interpreters before accepting connections (gunicorn.conf.py `post_worker_init`).
 """
 
-from kubedetect.config import ServeConfig, from_env
+from kubedetect.config import ServeConfig
+from kubedetect.flags import from_env
 from serving.app import create_app
 
 config = from_env(ServeConfig)

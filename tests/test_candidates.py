@@ -161,7 +161,8 @@ def ensemble_variants(candidates_run, synth_shards, tmp_path_factory) -> Path:
 @pytest.mark.timeout(600)
 def test_an_ensemble_is_quantized_and_measured_as_one_model(ensemble_variants, synth_shards):
     from kubedetect.config import QuantizeConfig
-    from kubedetect.inference.ensemble import gain_and_cost, model_bytes
+    from kubedetect.inference.ensemble import model_bytes
+    from kubedetect.network.quantize_ensemble import gain_and_cost
 
     report = json.loads((ensemble_variants / "report.json").read_text())
     rows = {row["variant"]: row for row in report["variants"]}

@@ -330,17 +330,11 @@ def test_trainer_image_holds_the_training_and_pipeline_stack(images):
     assert tf_version == pins["tensorflow_cpu"] and kfp_version == pins["kfp"]
 
 
-def training_entrypoint_present() -> bool:
-    return (REPO / "kubedetect" / "train.py").exists() or (REPO / "kubedetect" / "train").is_dir()
-
-
 @pytest.fixture(scope="module")
 def two_worker_training(images, synth_shards, tmp_path_factory) -> dict:
     """Two trainer containers on the host network, each with the TF_CONFIG the Training Operator
     would give a 2-worker TFJob (the hosts mapped to loopback ports), sharing a workspace folder
     as the pods share the workspace PVC."""
-    if not training_entrypoint_present():
-        pytest.skip("`python -m kubedetect.training.train` (issue 3) is not in this tree yet")
     root = tmp_path_factory.mktemp("training")
     shards = root / "shards"
     shutil.copytree(synth_shards, shards)
@@ -397,19 +391,6 @@ def test_a_model_trained_in_containers_is_quantized_and_served(images, two_worke
     by the trainer image (`kubedetect quantize`), served by the server image."""
     run = two_worker_training
     assert all(code == 0 for code in run["codes"].values()), "training failed:\n" + run["report"]
-    has_quantize = docker(
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        images["trainer"],
-        "kubedetect",
-        "quantize",
-        "--help",
-        check=False,
-    )
-    if has_quantize.returncode != 0:
-        pytest.skip("`kubedetect quantize` (issue 3) is not in this tree yet")
     work = run["workspace"]
     docker(
         "run", "--rm", "--network", "none",

@@ -14,10 +14,11 @@ import pytest
 from test_data_support import add_image, jpeg_bytes, photo, read_shards, voc_xml, write
 
 from cli.main import build_parser
-from kubedetect.config import DataConfig, PreprocessConfig, from_args
+from kubedetect.config import DataConfig, PreprocessConfig
 from kubedetect.data.scan import scan
 from kubedetect.data.shards import preprocess
 from kubedetect.errors import UnusableInputError
+from kubedetect.flags import from_args
 
 JPEG = jpeg_bytes(photo(48, 32))
 

@@ -25,7 +25,8 @@ import jsonschema
 import pytest
 import yaml
 
-from kubedetect.config import ClusterConfig, ServeConfig, env_name
+from kubedetect.config import ClusterConfig, ServeConfig
+from kubedetect.flags import env_name
 
 REPO = Path(__file__).resolve().parent.parent
 K8S = REPO / "k8s"
@@ -507,7 +508,7 @@ def test_serving_pod_is_hardened(source):
 
 def gunicorn_graceful_timeout(settings: dict[str, str]) -> float:
     """The graceful timeout Gunicorn will get from these settings (ServeConfig's default else)."""
-    from kubedetect.config import from_env
+    from kubedetect.flags import from_env
 
     return from_env(ServeConfig, settings).graceful_timeout
 
@@ -533,7 +534,7 @@ def test_serving_settings_are_real_serve_settings(source):
     known = {env_name(f.name) for f in dataclasses.fields(ServeConfig)}
     settings = serving_settings(source)
     assert set(settings) <= known, set(settings) - known
-    from kubedetect.config import from_env
+    from kubedetect.flags import from_env
 
     from_env(ServeConfig, settings)  # raises on a value of the wrong type
 

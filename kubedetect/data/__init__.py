@@ -1,5 +1,10 @@
-"""Pascal VOC ingestion: discovery, hardened parsing, validation, the problem report, splits and
-synthetic data. TensorFlow-free.
+"""Pascal VOC folders in, TFRecord shards out: discovery, hardened parsing, validation, the problem
+report, splits and synthetic data (`scan`, `voc`, `layout`, `check`, `splits`, `synth`), the
+per-image work of the worker processes (`prepare`, in the process pool of `pool`), the Example
+schema of a shard (`example`) and the preprocessing run with its manifest (`shards`).
+
+It imports `io` and the shared modules, never `inference`, `evaluation`, `network` or `training`;
+TensorFlow only inside the functions that parse shards (`example`), never on import.
 
 The names below are loaded on first use, not on `import kubedetect.data`: image worker processes
 import `kubedetect.data.prepare`, and should not pay for the XML parser and the scan on start-up.

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 from tqdm import tqdm
 
 from kubedetect.config import DataConfig
-from kubedetect.data.pool import OrderedPool
-from kubedetect.data.prepare import PrepareSettings, prepare_many, worker_setup
+from kubedetect.data.prepare import PrepareSettings, image_pool
 from kubedetect.data.report import ImageSummary, Report, summarize
 from kubedetect.data.scan import scan
 
@@ -25,12 +22,7 @@ def check(
     )
     images = []
     # The workers start while this process scans the annotations.
-    pool = OrderedPool(
-        partial(prepare_many, settings=settings),
-        workers=workers,
-        name=lambda r: r.image,
-        initializer=worker_setup,
-    )
+    pool = image_pool(settings, workers)
     with pool:
         dataset = scan(root, config, progress=progress)
         problems = list(dataset.problems)

@@ -157,3 +157,19 @@ def prepare_many(
 ) -> list[Prepared]:
     """One task of the worker pool: a chunk of records, to amortise inter-process overhead."""
     return [prepare(r, settings, classes) for r in records]
+
+
+def image_pool(settings: PrepareSettings, workers: int):
+    """The worker processes that prepare images with `settings`, in order, a bounded number in
+    flight (kubedetect.data.pool.OrderedPool). They start, and import their modules, as soon as
+    it is entered: callers enter it before scanning the annotations, so both overlap."""
+    from functools import partial  # noqa: PLC0415
+
+    from kubedetect.data.pool import OrderedPool  # noqa: PLC0415 - the parent's, not the workers'
+
+    return OrderedPool(
+        partial(prepare_many, settings=settings),
+        workers=workers,
+        name=lambda r: r.image,
+        initializer=worker_setup,
+    )

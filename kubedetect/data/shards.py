@@ -19,7 +19,6 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import partial
 from itertools import groupby
 
 from tqdm import tqdm
@@ -27,7 +26,7 @@ from tqdm import tqdm
 from kubedetect.config import DataConfig, PreprocessConfig
 from kubedetect.data.check import summary_of
 from kubedetect.data.pool import OrderedPool
-from kubedetect.data.prepare import Prepared, PrepareSettings, prepare_many, worker_setup
+from kubedetect.data.prepare import Prepared, PrepareSettings, image_pool
 from kubedetect.data.report import ImageSummary, Problem, Report, describe, summarize
 from kubedetect.data.scan import Dataset, Record, scan
 from kubedetect.data.splits import SPLITS
@@ -95,12 +94,7 @@ def preprocess(
     )
     # The workers start (and import their modules) while this process scans the annotations.
     workers = config.worker_count()
-    pool = OrderedPool(
-        partial(prepare_many, settings=settings),
-        workers=workers,
-        name=lambda r: r.image,
-        initializer=worker_setup,
-    )
+    pool = image_pool(settings, workers)
     with pool:
         dataset = scan(data_dir, data, progress=config.progress)
         if not dataset.records:

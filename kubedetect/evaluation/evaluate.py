@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from kubedetect.config import EvalConfig, to_dict
+from kubedetect.config import EvalConfig
 from kubedetect.errors import KubedetectError
 from kubedetect.evaluation.coco import GroundTruth, confusion_matrix
 from kubedetect.evaluation.coco import evaluate as coco_evaluate
+from kubedetect.flags import to_dict
 from kubedetect.inference.decode import Detections
 from kubedetect.io import fs
 from kubedetect.io.images import Frame
@@ -317,7 +318,7 @@ def evaluate(
 def _size_tensorflow(threads: int) -> None:
     """TensorFlow's op thread pools (a Keras model, and the tf.data reading the shards) sized to
     the cores this pod may use; by itself TensorFlow takes every core of the node."""
-    from kubedetect.training.cluster import configure_threads  # noqa: PLC0415
+    from kubedetect.resources import configure_threads  # noqa: PLC0415
 
     configure_threads(threads)  # False where TensorFlow already runs here: its pools are made
 

@@ -146,7 +146,7 @@ def quantize_model(model_dir: str, out_dir: str, config, *, log=print) -> dict[s
         raise KubedetectError(f"--mode {','.join(unknown)}: unknown; choose from {','.join(MODES)}")
     card = ModelCard.load(model_dir)
     if card.kind == "ensemble":  # every member quantized, then the ensemble of each variant
-        from kubedetect.inference.ensemble import quantize_ensemble  # noqa: PLC0415
+        from kubedetect.network.quantize_ensemble import quantize_ensemble  # noqa: PLC0415
 
         return quantize_ensemble(model_dir, out_dir, config, log=log)
     if card.kind != "keras":

@@ -28,8 +28,9 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from kubedetect.config import CandidatesConfig, add_arguments, from_args
+from kubedetect.config import CandidatesConfig
 from kubedetect.errors import KubedetectError
+from kubedetect.flags import add_arguments, from_args
 from kubedetect.io import fs
 
 CORES_PER_RUN = 2  # a training keeps about two cores busy (op threads and the input pipeline)

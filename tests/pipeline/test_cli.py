@@ -21,7 +21,8 @@ from servers import free_port
 
 from cli.main import main
 from components.tfjob import build_tfjob, to_manifest
-from kubedetect.config import ClusterConfig, ModelConfig, PipelineConfig, TrainConfig, to_argv
+from kubedetect.config import ClusterConfig, ModelConfig, PipelineConfig, TrainConfig
+from kubedetect.flags import to_argv
 from pipelines.run import compile_pipeline
 
 from .kfp_api_stub import API, KfpApiStub

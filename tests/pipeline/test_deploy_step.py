@@ -15,7 +15,8 @@ import pytest
 from servers import untrained_models
 
 from components.rollout import MODEL_ENV
-from kubedetect.config import ClusterConfig, to_dict
+from kubedetect.config import ClusterConfig
+from kubedetect.flags import to_dict
 from kubedetect.inference import registry
 
 from .k8s_api_stub import K8sApiStub

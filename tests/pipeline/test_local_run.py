@@ -247,7 +247,8 @@ def test_train_step_fails_fast_and_clearly_when_the_cluster_is_unreachable(
     from kfp.dsl import Dataset
 
     from components.train import train
-    from kubedetect.config import ClusterConfig, to_dict
+    from kubedetect.config import ClusterConfig
+    from kubedetect.flags import to_dict
 
     port = free_port()
     kubeconfig = tmp_path / "kubeconfig"

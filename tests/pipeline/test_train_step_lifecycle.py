@@ -20,8 +20,9 @@ import time
 import pytest
 
 from components.tfjob import job_name
-from kubedetect.config import ClusterConfig, to_dict
+from kubedetect.config import ClusterConfig
 from kubedetect.errors import KubedetectError
+from kubedetect.flags import to_dict
 
 from .k8s_api_stub import K8sApiStub
 

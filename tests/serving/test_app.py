@@ -17,8 +17,9 @@ import time
 import pytest
 from PIL import Image
 
-from kubedetect.config import ServeConfig, from_env, to_env
+from kubedetect.config import ServeConfig
 from kubedetect.errors import KubedetectError
+from kubedetect.flags import from_env, to_env
 from serving.app import create_app
 from serving.memory import DecodeBudget
 
