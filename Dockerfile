@@ -78,6 +78,7 @@ COPY --from=trainer-deps /opt/venv /opt/venv
 COPY --from=project /project/ /opt/venv/
 # Byte-compiled here, where the sources finally live (tracebacks name these paths).
 RUN /opt/venv/bin/python -m compileall -q /opt/venv/lib/python3.11/site-packages/kubedetect \
+        /opt/venv/lib/python3.11/site-packages/cli \
         /opt/venv/lib/python3.11/site-packages/serving /opt/venv/lib/python3.11/site-packages/components \
         /opt/venv/lib/python3.11/site-packages/pipelines
 ENV PATH=/opt/venv/bin:$PATH \
@@ -105,6 +106,7 @@ COPY --from=server-deps /opt/venv /opt/venv
 COPY --from=project /project/ /opt/venv/
 # Byte-compiled at build time: on a read-only root filesystem nothing can be cached at run time.
 RUN /opt/venv/bin/python -m compileall -q /opt/venv/lib/python3.11/site-packages/kubedetect \
+        /opt/venv/lib/python3.11/site-packages/cli \
         /opt/venv/lib/python3.11/site-packages/serving /opt/venv/lib/python3.11/site-packages/components \
         /opt/venv/lib/python3.11/site-packages/pipelines
 ENV PATH=/opt/venv/bin:$PATH \
