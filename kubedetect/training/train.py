@@ -102,9 +102,8 @@ def train(
     if resumed:
         workers.log(f"resumed from {resumed} at step {state.step}")
     progress = fit(state, data, checkpoints, history, workers, config, started)  # 4. the loop
-    summary = export_best(
-        model_dir, state, data, progress, workers, config, model_config
-    )  # 5. the export
+    # 5. the export
+    summary = export_best(model_dir, state, data, progress, workers, config, model_config)
     progress.steps.barrier()  # nobody exits while another worker still works
     checkpoints.clean_up()
     return summary
