@@ -17,7 +17,7 @@ from typing import Any
 from kubedetect.errors import KubedetectError
 from kubedetect.io import fs
 
-FORMAT = "kubedetect.network.architecture/v1"
+FORMAT = "kubedetect.model/v1"  # the card format, not a module path: every model folder holds it
 FILENAME = "model.json"
 OUTPUTS = ("heatmap", "size", "offset")
 
