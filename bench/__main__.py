@@ -21,6 +21,7 @@ BENCHMARKS = [
     "train_memory",
     "quantize",
     "int8_kernels",
+    "int8_avx2",
     "serve",
     "images",
     "demo",

@@ -22,13 +22,11 @@ machine and when it ran; targets are from the issues and are checked here, not i
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+    """The CPU model with the SIMD extensions that decide which kernels run (AVX2, AVX-512, VNNI,
+    AMX: kubedetect.cpuinfo), the cores this process may use, memory, Python and kernel."""
+    from kubedetect.cpuinfo import cpu_line, describe_cpu
+
+    cpu = cpu_line(describe_cpu())
     cores = len(os.sched_getaffinity(0))
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{cpu}, {cores} cores, {mem_gib:.0f} GiB, Python {platform.python_version()}, {platform.system()} {platform.release()}"
