@@ -175,3 +175,29 @@ def test_lazy_tensorflow_is_allowed_where_a_keras_model_runs():
 )
 def test_the_adapter_rules_catch_what_they_forbid(where, source):
     assert len(adapter_violations(ROOT / where, source)) == 1
+
+
+def test_one_component_per_file_named_after_it():
+    """Every component the pipeline runs is the only function of a module of its own name, so
+    a reader finds `quality_gate` in components/quality_gate.py and nothing else there."""
+    pipeline = ast.parse((ROOT / "pipelines" / "pipeline.py").read_text())
+    imported = {
+        alias.name: node.module.split(".", 1)[1]
+        for node in ast.walk(pipeline)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("components.")
+        for alias in node.names
+    }
+    made = {  # component(func, ...): the functions the pipeline makes KFP components of
+        node.args[0].id
+        for node in ast.walk(pipeline)
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", None) == "component"
+        and node.args
+        and isinstance(node.args[0], ast.Name)
+    }
+    assert len(made) == 10, made  # the pipeline's ten steps
+    used = {name: imported[name] for name in made}
+    for component, module in used.items():
+        tree = ast.parse((ROOT / "components" / f"{module}.py").read_text())
+        functions = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+        assert (module, functions) == (component, [component])
