@@ -10,9 +10,10 @@ run natively on the same cores. What it cannot show is another micro-architectur
 those kernels (this core's AVX2 units, not a Zen 3's or a Haswell's).
 
 The tiny and large detector at 256 px (3 classes; latency depends on the shapes, not on the
-weights), converted as kubedetect.network.quantize converts them (float32, full int8, dynamic
-range), each timed on one image, 1 and 2 threads, the variants taking turns within a process
-and the two CPUs' processes taking turns over rounds; per variant the lowest round median.
+weights), converted by bench.int8_kernels as kubedetect.network.quantize converts them (float32,
+full int8, dynamic range), each timed on one image, 1 and 2 threads, by the quantize report's
+own measurement (interleaved_latency: the variants taking turns), the two CPUs' processes taking
+turns over rounds; per variant the lowest round median.
 
     python -m bench.int8_avx2        (needs gcc and a CPU with cpuid_fault; a few minutes)
 """
@@ -37,31 +38,31 @@ ROUNDS = 3
 RUNS = {"tiny": 200, "large": 30}  # single-image invocations per variant and round
 CPUS = ("as is", "AVX2 only")
 
+# The timing process: kubedetect's own latency measurement (the quantize report's), on bare
+# .tflite files: the variants take turns in rounds, warmed up, the lowest round median kept.
 TIME = """
-import ctypes, json, os, sys, time
+import ctypes, json, os, sys
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
+from kubedetect.network.quantize import interleaved_latency
+
+class Bare:  # a .tflite file as interleaved_latency times a model, without a model card
+    def __init__(self, path, threads):
+        self.interpreter = Interpreter(model_path=path, num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+    def quantize_input(self, image):
+        return np.zeros(self.input["shape"], self.input["dtype"])
+    def invoke(self, tensor):
+        self.interpreter.set_tensor(self.input["index"], tensor)
+        self.interpreter.invoke()
+
 shim = os.environ.get("LD_PRELOAD")
 visible = bool(ctypes.CDLL(shim).avx512f_visible()) if shim else None
 threads, runs, paths = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
-interpreters = {}
-for name, path in paths.items():
-    it = Interpreter(model_path=path, num_threads=threads)
-    it.allocate_tensors()
-    d = it.get_input_details()[0]
-    it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-    it.invoke()
-    interpreters[name] = it
-medians = {name: [] for name in paths}
-for _ in range(2):
-    for name, it in interpreters.items():
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            it.invoke()
-            times.append(time.perf_counter() - start)
-        medians[name].append(sorted(times)[len(times) // 2] * 1000)
-print(json.dumps({"avx512f_visible": visible, "ms": {k: min(v) for k, v in medians.items()}}))
+models = {name: Bare(path, threads) for name, path in paths.items()}
+best = interleaved_latency(models, np.zeros((256, 256, 3), np.uint8), runs, rounds=2)
+print(json.dumps({"avx512f_visible": visible, "ms": {k: v["median_ms"] for k, v in best.items()}}))
 """
 
 
@@ -77,27 +78,17 @@ def build_shim(folder: Path) -> Path:
     return library
 
 
-def write_models(folder: Path) -> dict[str, dict[str, str]]:
-    """{size: {mode: .tflite path}}, converted once and kept between runs."""
-    import numpy as np
+def tflite_models() -> dict[str, dict[str, str]]:
+    """{size: {mode: .tflite path}}: the whole models bench.int8_kernels converts (and keeps)."""
+    from bench.int8_kernels import write_models
 
-    from kubedetect.config import ModelConfig
-    from kubedetect.network.architecture import build_detector
-    from kubedetect.network.quantize import convert
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    calibration = [rng.uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32) for _ in range(8)]
-    paths: dict[str, dict[str, str]] = {}
-    for size in RUNS:
-        model = None
-        for mode in MODES:
-            path = folder / f"{size}.{mode}.tflite"
-            if not path.exists():
-                model = model or build_detector(3, SIZE, ModelConfig(model_size=size))
-                path.write_bytes(convert(model, mode, calibration))
-            paths.setdefault(size, {})[mode] = str(path)
-    return paths
+    converted = write_models(WORK / "int8-kernels")
+    return {
+        size: {
+            m: str(converted[f"whole {size} model"][0].with_suffix(f".{m}.tflite")) for m in MODES
+        }
+        for size in RUNS
+    }
 
 
 def time_variants(paths: dict[str, str], threads: int, runs: int, shim: Path | None) -> dict:
@@ -118,7 +109,7 @@ def main(argv: list[str]) -> int:
         print("no gcc or no cpuid_fault on this CPU: skipping bench.int8_avx2", file=sys.stderr)
         return 0
     shim = build_shim(WORK / "int8-avx2")
-    models = write_models(WORK / "int8-avx2")
+    models = tflite_models()
     best: dict[tuple, dict[str, float]] = {}
     seen: dict[str, set] = {cpu: set() for cpu in CPUS}
     jobs = [(size, threads, cpu) for size in RUNS for threads in (1, 2) for cpu in CPUS]

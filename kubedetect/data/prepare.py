@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, replace
+from functools import partial
 
 from PIL import Image
 
 from kubedetect.data.example import to_example
+from kubedetect.data.pool import OrderedPool
 from kubedetect.data.record import Record
 from kubedetect.data.report import Problem
 from kubedetect.errors import ImageError
@@ -159,14 +161,10 @@ def prepare_many(
     return [prepare(r, settings, classes) for r in records]
 
 
-def image_pool(settings: PrepareSettings, workers: int):
+def image_pool(settings: PrepareSettings, workers: int) -> OrderedPool:
     """The worker processes that prepare images with `settings`, in order, a bounded number in
     flight (kubedetect.data.pool.OrderedPool). They start, and import their modules, as soon as
     it is entered: callers enter it before scanning the annotations, so both overlap."""
-    from functools import partial  # noqa: PLC0415
-
-    from kubedetect.data.pool import OrderedPool  # noqa: PLC0415 - the parent's, not the workers'
-
     return OrderedPool(
         partial(prepare_many, settings=settings),
         workers=workers,
