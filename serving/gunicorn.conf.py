@@ -2,7 +2,8 @@
 
 `kubedetect serve` runs Gunicorn with this file; so does the container. Settings:
 - workers and threads: KUBEDETECT_WORKERS (0: one per core) and KUBEDETECT_THREADS, Gunicorn's
-  gthread worker (threads are what the batcher batches across), quitting once (serving/worker.py);
+  gthread worker (threads are what the batcher batches across), quitting once and leaving without
+  Python's interpreter shutdown (serving/worker.py);
 - preload_app: the master loads the app and checks the model once, then forks the workers;
 - glibc's malloc told to unmap large blocks as soon as they are freed (serving/memory.py), before
   the workers fork: a worker's memory then follows what its decode budget counts;
@@ -60,6 +61,12 @@ def post_worker_init(worker):
     from serving.app import start_worker
 
     start_worker(worker.wsgi, worker)
+
+
+def worker_exit(server, worker):
+    from serving.worker import exit_now
+
+    exit_now()
 
 
 def child_exit(server, worker):

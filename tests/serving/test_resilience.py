@@ -234,3 +234,30 @@ def test_repeated_quit_signals_never_hang_a_worker_and_ctrl_c_frees_the_port(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", server.port))  # nothing holds the port any more
     server.stop()
+
+
+def test_ctrl_c_with_a_client_stalled_mid_upload_ends_at_once_without_a_kill(start_server, model_dir):
+    """A client that sent half an upload and went quiet holds a request thread in a read that
+    never returns. Ctrl-C must still end every process at once: a worker that ran Python's
+    interpreter shutdown after Gunicorn's quit would wait for that thread, until its master
+    killed it graceful_timeout later (30 s) and logged "SIGKILL! Perhaps out of memory?"."""
+    server = start_server(
+        model_dir, flags=["--workers", "2", "--graceful-timeout", "30"], session=True
+    )
+    stalled = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
+    for client in stalled:
+        client.sendall(
+            b"POST /v1/detect HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+            b"Content-Length: 100000\r\n\r\n\xff\xd8" + bytes(1000)
+        )
+    time.sleep(1)  # the requests are in their threads, reading the rest of the body
+
+    sent = time.monotonic()
+    os.killpg(server.process.pid, signal.SIGINT)
+    server.process.wait(timeout=45)
+    took = time.monotonic() - sent
+    for client in stalled:
+        client.close()
+    assert "SIGKILL" not in server.log(), "a worker had to be killed"
+    assert took < 10, f"Ctrl-C took {took:.0f} s with a stalled upload"
+    server.stop()
