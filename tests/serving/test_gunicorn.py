@@ -300,6 +300,24 @@ def test_probes_are_answered_while_every_request_thread_is_busy(start_server, mo
     server.stop()
 
 
+def test_a_health_port_another_process_holds_stops_the_server_naming_it(start_server, model_dir):
+    """Each worker binds the health port as it boots. When another program holds that port,
+    no worker can boot: Gunicorn's master must see their boot-error status and stop with a
+    non-zero one, saying why, instead of forking replacements forever (what it would do if the
+    workers' exit status were lost on the way out, serving/worker.py `exit_now`)."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        server = start_server(
+            model_dir, flags=["--workers", "2", "--health-port", str(port)], wait=None
+        )
+        status = server.process.wait(timeout=60)
+    log = server.log()
+    assert status != 0
+    assert "Address already in use" in log and "Worker failed to boot" in log
+
+
 def read_response(client: socket.socket) -> tuple[bytes, bytes]:
     """The next HTTP response on `client`: its head and body (sized by Content-Length). Reads
     byte by byte up to the body, so that a following response stays unread on the socket."""
