@@ -108,7 +108,6 @@ def _print_manifest(manifest: dict, out_dir: str, report) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from kubedetect.config import ServeConfig
     from kubedetect.flags import from_env
     from serving.run import serve  # Flask and Gunicorn only here: the core library knows neither
 

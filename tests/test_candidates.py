@@ -237,3 +237,22 @@ def test_a_changed_member_is_refused_by_serve_and_the_registry(ensemble_variants
     with pytest.raises(KubedetectError, match="does not match"):
         registry.install(str(folder), str(tmp_path / "registry"))
     assert not (tmp_path / "registry" / registry.CURRENT).exists()
+
+
+def test_an_ensemble_of_members_unlike_each_other_is_refused_naming_the_member(
+    ensemble_variants, tmp_path
+):
+    """Members that take different inputs (an int8 and a float32 variant) or an ensemble as a
+    member cannot be fused: refused before anything is written, naming the folder."""
+    from kubedetect.inference.ensemble import write_ensemble
+
+    int8 = str(ensemble_variants / "int8" / "members" / "0")
+    float32 = str(ensemble_variants / "float32" / "members" / "1")
+    out = tmp_path / "mixed"
+    with pytest.raises(KubedetectError, match="must take the same input") as refused:
+        write_ensemble(str(out), [(int8, 1.0, "a"), (float32, 1.0, "b")])
+    assert float32 in str(refused.value) and "float32" in str(refused.value)
+    nested = str(ensemble_variants / "int8")
+    with pytest.raises(KubedetectError, match=f"{nested}: an ensemble cannot hold another"):
+        write_ensemble(str(out), [(int8, 1.0, "a"), (nested, 1.0, "b")])
+    assert not out.exists()

@@ -60,10 +60,6 @@ class Fusion:
     skip_threshold: float = SKIP_THRESHOLD
 
 
-def is_ensemble(folder: str) -> bool:
-    return ModelCard.load(folder).kind == KIND
-
-
 def write_ensemble(
     out_dir: str,
     members: Sequence[tuple[str, float, str]],
@@ -80,14 +76,7 @@ def write_ensemble(
         card.verify(folder)
         if card.kind == KIND:
             raise KubedetectError(f"{folder}: an ensemble cannot hold another ensemble")
-        same = (card.kind, card.variant, card.classes, card.input_size, card.preprocessing)
-        if same != (
-            first.kind,
-            first.variant,
-            first.classes,
-            first.input_size,
-            first.preprocessing,
-        ):
+        if _input_and_classes(card) != _input_and_classes(first):
             raise KubedetectError(
                 f"{folder}: a {card.kind} {card.variant} model of {card.input_size} px for "
                 f"{list(card.classes)}, unlike {members[0][0]} ({first.kind} {first.variant}, "

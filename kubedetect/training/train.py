@@ -551,6 +551,7 @@ def export_best(
             )
     else:
         weights.use_average()
+    resize = resize_mode(data.manifest)  # how its images were fitted, which serving repeats
     digest = weights_digest(state.model.get_weights())
     log(f"{name}: final step {progress.step}, weights sha256 {digest}")
     final = build_detector(len(data.classes), data.image_size, model_config)
@@ -560,7 +561,7 @@ def export_best(
             "shards": data.shards_dir,
             "classes": list(data.classes.names),
             "image_size": data.image_size,
-            "resize": resize_mode(data.manifest),
+            "resize": resize,
             "train_images": data.train_images,
             "dataset_sha256": _manifest_digest(data.shards_dir),
         },
@@ -592,7 +593,7 @@ def export_best(
         progress.history,
         provenance,
         log=log,
-        resize=resize_mode(data.manifest),
+        resize=resize,
     )
     return {
         "is_chief": workers.cluster.is_chief,

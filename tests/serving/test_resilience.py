@@ -236,7 +236,9 @@ def test_repeated_quit_signals_never_hang_a_worker_and_ctrl_c_frees_the_port(
     server.stop()
 
 
-def test_ctrl_c_with_a_client_stalled_mid_upload_ends_at_once_without_a_kill(start_server, model_dir):
+def test_ctrl_c_with_a_client_stalled_mid_upload_ends_at_once_without_a_kill(
+    start_server, model_dir
+):
     """A client that sent half an upload and went quiet holds a request thread in a read that
     never returns. Ctrl-C must still end every process at once: a worker that ran Python's
     interpreter shutdown after Gunicorn's quit would wait for that thread, until its master
